@@ -1,0 +1,154 @@
+"""The general PDE block: one explicit Euler step of a 2-D advection-diffusion-reaction PDE."""
+
+import keras
+import numpy as np
+from keras import ops
+
+COEFFICIENT_NAMES = ("alpha", "beta", "sigma", "rho", "gamma")
+
+
+def taps_matrix(drift_scale):
+    """The linear map M (9 x 6) from u = [1, α², σ², β, ρ, γ] to the 3x3 correlation taps.
+
+    taps[3*r + c] = sum_k M[3*r + c, k] u[k], where (r, c) = (1 + dy, 1 + dx) and
+        pre-activation[i, j] = sum_{dy, dx} taps[1 + dy, 1 + dx] * ψ[i + dy, j + dx].
+    With s = drift_scale, the five non-zero taps of  ψ + α²/2 Dxx ψ + s β Dx ψ + σ²/2 Dyy ψ
+    + s ρ Dy ψ + γ ψ  (CONVENTIONS.md stencils, x = column j, y = row i) are
+        centre (0, 0):  1 + γ - α² - σ²
+        east  (0, +1):  α²/2 + s β/2        west  (0, -1):  α²/2 - s β/2
+        south (+1, 0):  σ²/2 + s ρ/2        north (-1, 0):  σ²/2 - s ρ/2
+    """
+    m = np.zeros((9, 6), dtype="float32")
+    m[4] = [1.0, -1.0, -1.0, 0.0, 0.0, 1.0]
+    m[5] = [0.0, 0.5, 0.0, 0.5 * drift_scale, 0.0, 0.0]
+    m[3] = [0.0, 0.5, 0.0, -0.5 * drift_scale, 0.0, 0.0]
+    m[7] = [0.0, 0.0, 0.5, 0.0, 0.5 * drift_scale, 0.0]
+    m[1] = [0.0, 0.0, 0.5, 0.0, -0.5 * drift_scale, 0.0]
+    return m
+
+
+@keras.saving.register_keras_serializable(package="pde_zoo")
+class PDEBlock(keras.layers.Layer):
+    """One Euler step (Δt = Δx = Δy = 1) of a second-order PDE, then ReLU:
+
+        ψ ← relu( ψ + α²/2 Dxx ψ + s β Dx ψ + σ²/2 Dyy ψ + s ρ Dy ψ + γ ψ )
+
+    with Dxx, Dx along the width (axis 2) and Dyy, Dy along the height (axis 1), central
+    differences and zero (Dirichlet) padding outside the image. `s` is `drift_scale`:
+    1 gives PDE1 (thesis eq 39), -1/8 gives PDE2 (eq 40). The update is a depthwise 3x3
+    correlation with a five-point kernel built from the coefficients (see `taps`).
+
+    Args:
+        drift_scale: float `s` multiplying the drift terms β Dx and ρ Dy.
+        alpha_initializer, beta_initializer, sigma_initializer, rho_initializer,
+        gamma_initializer: Keras initializers of the five coefficients. Defaults
+            α = σ = 0.1 and β = ρ = γ = 0: a weak diffusion (α²/2 = 0.005), so every block
+            starts near the identity. α and σ must not start at 0, where their gradient
+            (∝ α, σ) vanishes.
+        **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
+
+    Weights: `alpha`, `beta`, `sigma`, `rho`, `gamma`; scalars for one input channel, one
+    per channel (shape `(C,)`) otherwise.
+
+    Call arguments:
+        inputs: float tensor `(N, H, W, C)`, NHWC.
+
+    Example:
+    >>> block = pde_zoo.layers.PDE2Block()
+    >>> y = block(np.random.rand(2, 28, 28, 1).astype("float32"))
+    >>> block.set_coefficients(alpha=0.5, beta=1.0)
+    >>> block.coefficients()["alpha"]
+    array(0.5, dtype=float32)
+    """
+
+    def __init__(
+        self,
+        drift_scale=1.0,
+        alpha_initializer=None,
+        beta_initializer="zeros",
+        sigma_initializer=None,
+        rho_initializer="zeros",
+        gamma_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.drift_scale = float(drift_scale)
+        default = keras.initializers.Constant(0.1)
+        self.alpha_initializer = keras.initializers.get(alpha_initializer or default)
+        self.beta_initializer = keras.initializers.get(beta_initializer)
+        self.sigma_initializer = keras.initializers.get(sigma_initializer or default)
+        self.rho_initializer = keras.initializers.get(rho_initializer)
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        self._taps_matrix = taps_matrix(self.drift_scale)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} expects NHWC input (N, H, W, C) with a known channel "
+                f"count, e.g. (N, 28, 28, 1). Received: input_shape={tuple(input_shape)}"
+            )
+        self.channels = int(input_shape[-1])
+        shape = () if self.channels == 1 else (self.channels,)
+        for name in COEFFICIENT_NAMES:
+            setattr(
+                self,
+                name,
+                self.add_weight(
+                    name=name, shape=shape, initializer=getattr(self, f"{name}_initializer")
+                ),
+            )
+
+    @property
+    def is_depthwise(self):
+        """Whether the update acts on each channel separately (always, for a PDE block)."""
+        return True
+
+    def taps(self):
+        """The 3x3 correlation kernel of the linear update, identity included: shape (3, 3, C)."""
+        alpha, beta, sigma, rho, gamma = (
+            ops.reshape(ops.convert_to_tensor(getattr(self, n)), (-1,)) for n in COEFFICIENT_NAMES
+        )
+        u = ops.stack([ops.ones_like(alpha), alpha * alpha, sigma * sigma, beta, rho, gamma])
+        taps = ops.matmul(ops.convert_to_tensor(self._taps_matrix, dtype=u.dtype), u)
+        return ops.reshape(taps, (3, 3, -1))
+
+    def offset(self):
+        """The per-channel constant added before the ReLU: none for a PDE block."""
+        return None
+
+    def call(self, inputs):
+        kernel = ops.expand_dims(self.taps(), -1)
+        return ops.relu(ops.depthwise_conv(inputs, kernel, strides=1, padding="same"))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def coefficients(self):
+        """The five learned coefficients as NumPy arrays: {'alpha': ..., ..., 'gamma': ...}."""
+        return {n: np.asarray(keras.ops.convert_to_numpy(getattr(self, n))) for n in COEFFICIENT_NAMES}
+
+    def set_coefficients(self, **values):
+        """Assign any subset of alpha, beta, sigma, rho, gamma (scalars broadcast per channel)."""
+        unknown = sorted(set(values) - set(COEFFICIENT_NAMES))
+        if unknown:
+            raise ValueError(
+                f"Unknown coefficient(s) {unknown}; the coefficients are {list(COEFFICIENT_NAMES)}."
+            )
+        if not self.built:
+            raise ValueError("Call or build the layer before set_coefficients(); it has no weights yet.")
+        for name, value in values.items():
+            variable = getattr(self, name)
+            variable.assign(np.broadcast_to(np.asarray(value, dtype="float32"), variable.shape))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "drift_scale": self.drift_scale,
+                **{
+                    f"{n}_initializer": keras.initializers.serialize(getattr(self, f"{n}_initializer"))
+                    for n in COEFFICIENT_NAMES
+                },
+            }
+        )
+        return config
