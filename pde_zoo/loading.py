@@ -1,2 +1,81 @@
-def load(spec):
-    raise NotImplementedError
+"""`pde_zoo.load(spec)`: a pretrained name ("pde2-50"), a `.keras` file, a run directory or a SavedModel."""
+
+import json
+import os
+from pathlib import Path
+
+import keras
+
+PRETRAINED_ENV = "PDE_ZOO_MODELS"
+
+
+def pretrained_dir():
+    """Where pretrained models live: `$PDE_ZOO_MODELS`, default the repository's saved_models/."""
+    return Path(os.environ.get(PRETRAINED_ENV, Path(__file__).resolve().parent.parent / "saved_models"))
+
+
+def list_pretrained():
+    """Sorted names of the pretrained models (directories with a card.json and a model.keras)."""
+    root = pretrained_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "card.json").is_file() and (p / "model.keras").is_file())
+
+
+def pretrained_card(name):
+    """The card.json of a pretrained model, as a dict."""
+    return json.loads((_pretrained_path(name) / "card.json").read_text())
+
+
+def _pretrained_path(name):
+    if name not in list_pretrained():
+        available = ", ".join(list_pretrained()) or "none yet (run scripts/train_all.sh)"
+        raise ValueError(f"Unknown model {name!r}: not a file or directory, and not a pretrained name. Available pretrained models: {available}.")
+    return pretrained_dir() / name
+
+
+def load_keras_file(path, compile=True):
+    """`keras.saving.load_model`, with a clear error for a corrupt or truncated file."""
+    import pde_zoo.layers  # noqa: F401  (registers the custom layers)
+
+    try:
+        return keras.saving.load_model(path, compile=compile)
+    except Exception as err:
+        raise ValueError(f"Could not load {path} as a .keras model ({type(err).__name__}: {err}). The file may be corrupt or truncated; re-export it (`pde-zoo export`) or retrain it.") from err
+
+
+def load_saved_model(path):
+    """A SavedModel directory wrapped as an inference-only keras.Model (`keras.layers.TFSMLayer`)."""
+    try:
+        layer = keras.layers.TFSMLayer(str(path), call_endpoint="serve")
+    except Exception as err:
+        raise ValueError(f"Could not load {path} as a SavedModel ({type(err).__name__}: {err}). It may be corrupt; re-export it with `pde-zoo export`.") from err
+    spec = layer._endpoint_signatures["serve"] if hasattr(layer, "_endpoint_signatures") else None
+    shape = tuple(spec.shape[1:]) if spec is not None and hasattr(spec, "shape") else (28, 28, 1)
+    inputs = keras.Input(shape=shape, name="image")
+    return keras.Model(inputs, layer(inputs), name=Path(path).name)
+
+
+def load(spec, compile=True):
+    """Load a model from `spec`:
+
+    - a pretrained name from `saved_models/` (`list_pretrained()`), e.g. "pde2-50";
+    - a `.keras` file;
+    - a run directory (holding model.keras);
+    - a SavedModel directory (returned as an inference-only model around `TFSMLayer`).
+
+    Raises:
+        ValueError: unknown name (listing the available ones) or an unreadable/corrupt file.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "model.keras").is_file():
+            return load_keras_file(path / "model.keras", compile)
+        if (path / "saved_model.pb").is_file():
+            return load_saved_model(path)
+        raise ValueError(f"{path} holds neither model.keras nor saved_model.pb; pass a .keras file, a run directory or a SavedModel directory.")
+    if path.is_file():
+        if path.suffix != ".keras":
+            raise ValueError(f"{path} is not a .keras file; pass a .keras file, a run directory or a SavedModel directory.")
+        return load_keras_file(path, compile)
+    return load_keras_file(_pretrained_path(str(spec)) / "model.keras", compile)

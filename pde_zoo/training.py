@@ -1,0 +1,195 @@
+"""Training, evaluation and export with the thesis recipe; every run writes a run directory:
+
+    model.keras      the Keras model (architecture + weights)
+    saved_model/     SavedModel for TF-Serving / GPU inference, signature `serve`
+                     (also `serving_default`): float32 (N, 28, 28, 1) in [0, 1] -> (N, 10) probabilities
+    card.json        recipe, epochs actually run, seed, params, test accuracy, train seconds, data sha256
+    history.csv      per epoch: train loss/accuracy, test loss/accuracy, seconds
+    logs/            TensorBoard;  backup/  BackupAndRestore state while the run is unfinished
+"""
+
+import csv
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import keras
+import numpy as np
+
+import pde_zoo
+from pde_zoo import data as data_lib
+from pde_zoo.io_utils import atomic_save, atomic_write_json, atomic_write_text
+from pde_zoo.registry import build, get_spec, validate_depth
+
+THESIS_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "loss": "sparse_categorical_crossentropy", "batch_size": 128, "epochs": 50}
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
+
+
+def set_determinism(seed):
+    """Seed Python, NumPy and TF/Keras, and ask TF for deterministic ops (same seed, same result)."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+class HistoryCSV(keras.callbacks.Callback):
+    """Writes history.csv atomically after every epoch; on resume keeps only the earlier epochs."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = Path(path)
+        self.rows = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self.rows is None:
+            self.rows = [r for r in read_history(self.path) if int(r["epoch"]) <= epoch]
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        row = {
+            "epoch": epoch + 1,
+            "loss": logs.get("loss"),
+            "accuracy": logs.get("accuracy"),
+            "test_loss": logs.get("val_loss"),
+            "test_accuracy": logs.get("val_accuracy"),
+            "seconds": round(time.perf_counter() - self._start, 3),
+        }
+        self.rows = [r for r in self.rows if int(r["epoch"]) != row["epoch"]] + [row]
+        lines = [",".join(HISTORY_FIELDS)] + [",".join(str(r[k]) for k in HISTORY_FIELDS) for r in self.rows]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+
+
+def read_history(path):
+    if not Path(path).is_file():
+        return []
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def run_name(name, depth):
+    return f"{name}-{depth}"
+
+
+def load_split(split, data_dir=None, limit=None):
+    """(images, labels, sha256) of a split, optionally only the first `limit` examples."""
+    images, labels, digest = data_lib.load_arrays(split, data_dir)
+    if limit is not None:
+        images, labels = images[:limit], labels[:limit]
+    return images, labels, digest
+
+
+def train(
+    name,
+    depth=None,
+    *,
+    epochs=THESIS_RECIPE["epochs"],
+    batch_size=THESIS_RECIPE["batch_size"],
+    learning_rate=THESIS_RECIPE["learning_rate"],
+    seed=0,
+    out=None,
+    data_dir=None,
+    train_limit=None,
+    test_limit=None,
+    overwrite=False,
+    verbose=1,
+    lr_source="fixed",
+    **options,
+):
+    """Train registry model `name` at `depth` with the thesis recipe; write the run directory.
+
+    Resumable: a killed run restarts from its last finished epoch (BackupAndRestore). A run
+    directory whose card says it finished with the same recipe is returned as it is unless
+    `overwrite`. Returns the card (dict).
+    """
+    spec = get_spec(name)
+    depth = validate_depth(spec.default_depth if depth is None else depth)
+    for key, value in {"epochs": epochs, "batch_size": batch_size}.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a positive integer. Received: {key}={value!r}")
+    if not learning_rate > 0:
+        raise ValueError(f"learning_rate must be positive. Received: learning_rate={learning_rate}")
+    out = Path(out or Path("runs") / run_name(name, depth))
+    recipe = {**THESIS_RECIPE, "learning_rate": float(learning_rate), "batch_size": batch_size, "epochs": epochs}
+    card_path = out / "card.json"
+    if card_path.is_file() and not overwrite:
+        card = json.loads(card_path.read_text())
+        if card.get("recipe") == recipe and card.get("seed") == seed and card.get("complete"):
+            print(f"{out} is already trained ({card['epochs_run']} epochs, test accuracy {card['test_accuracy']:.4f}); pass overwrite=True / --overwrite to retrain.")
+            return card
+    if overwrite:
+        for stale in ("history.csv", "card.json"):
+            (out / stale).unlink(missing_ok=True)
+        shutil.rmtree(out / "backup", ignore_errors=True)
+
+    set_determinism(seed)
+    x_train, y_train, digest = load_split("train", data_dir, train_limit)
+    x_test, y_test, _ = load_split("test", data_dir, test_limit)
+    train_ds = data_lib.make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed)
+    test_ds = data_lib.make_dataset(x_test, y_test, 1024)
+
+    model = pde_zoo.compile_model(build(name, depth, **options), learning_rate)
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        HistoryCSV(out / "history.csv"),
+        keras.callbacks.TensorBoard(str(out / "logs")),
+        keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+    ]
+    model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    history = read_history(out / "history.csv")
+    test_loss, test_acc = evaluate(model, data_dir, test_limit)
+    atomic_save(out / "model.keras", model.save)
+    export_saved_model(model, out / "saved_model")
+    best = max(history, key=lambda r: float(r["test_accuracy"])) if history else None
+    card = {
+        "model": run_name(name, depth),
+        "name": name,
+        "depth": depth,
+        "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
+        "recipe": recipe,
+        "lr_source": lr_source,
+        "epochs_run": len(history),
+        "complete": len(history) == epochs and not model.stop_training,
+        "stopped_on_nan": bool(model.stop_training and np.isnan(float(history[-1]["loss"]))) if history else False,
+        "seed": seed,
+        "params": int(model.count_params()),
+        "test_accuracy": float(test_acc),
+        "test_loss": float(test_loss),
+        "best_test_accuracy": float(best["test_accuracy"]) if best else None,
+        "best_epoch": int(best["epoch"]) if best else None,
+        "train_seconds": round(sum(float(r["seconds"]) for r in history), 1),
+        "data": {"sha256": digest, "train_examples": int(len(x_train)), "test_examples": int(len(x_test)), "subset": train_limit is not None or test_limit is not None},
+        "versions": {"pde_zoo": pde_zoo.__version__, "tensorflow": _tf_version(), "keras": keras.__version__, "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "command": " ".join(sys.argv),
+        "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    atomic_write_json(card_path, card)
+    return card
+
+
+def _tf_version():
+    import tensorflow as tf
+
+    return tf.__version__
+
+
+def export_saved_model(model, path):
+    """Export `model` as a SavedModel (endpoint `serve`) at `path`, atomically."""
+    atomic_save(path, lambda tmp: model.export(str(tmp), format="tf_saved_model", verbose=False))
+
+
+def evaluate(model, data_dir=None, limit=None, batch_size=1024):
+    """Test-set (loss, accuracy) of a model, compiled or not (a SavedModel wrapper too)."""
+    x_test, y_test, _ = load_split("test", data_dir, limit)
+    probs = model.predict(data_lib.make_dataset(x_test, y_test, batch_size).map(lambda x, y: x), verbose=0)
+    probs = np.asarray(probs)
+    loss = float(np.mean(-np.log(np.clip(probs[np.arange(len(y_test)), y_test], 1e-7, 1.0))))
+    return loss, float(np.mean(probs.argmax(-1) == y_test))
