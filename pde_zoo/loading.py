@@ -50,9 +50,10 @@ def load_saved_model(path):
         layer = keras.layers.TFSMLayer(str(path), call_endpoint="serve")
     except Exception as err:
         raise ValueError(f"Could not load {path} as a SavedModel ({type(err).__name__}: {err}). It may be corrupt; re-export it with `pde-zoo export`.") from err
-    spec = layer._endpoint_signatures["serve"] if hasattr(layer, "_endpoint_signatures") else None
-    shape = tuple(spec.shape[1:]) if spec is not None and hasattr(spec, "shape") else (28, 28, 1)
-    inputs = keras.Input(shape=shape, name="image")
+    import tensorflow as tf
+
+    (spec,) = tf.saved_model.load(str(path)).signatures["serving_default"].structured_input_signature[1].values()
+    inputs = keras.Input(shape=tuple(spec.shape[1:]), name="image")
     return keras.Model(inputs, layer(inputs), name=Path(path).name)
 
 

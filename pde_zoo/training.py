@@ -100,13 +100,14 @@ def train(
     overwrite=False,
     verbose=1,
     lr_source="fixed",
+    callbacks=(),
     **options,
 ):
     """Train registry model `name` at `depth` with the thesis recipe; write the run directory.
 
     Resumable: a killed run restarts from its last finished epoch (BackupAndRestore). A run
     directory whose card says it finished with the same recipe is returned as it is unless
-    `overwrite`. Returns the card (dict).
+    `overwrite`. Extra Keras `callbacks` run after the built-in ones. Returns the card (dict).
     """
     spec = get_spec(name)
     depth = validate_depth(spec.default_depth if depth is None else depth)
@@ -141,6 +142,7 @@ def train(
         keras.callbacks.TensorBoard(str(out / "logs")),
         keras.callbacks.TerminateOnNaN(),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
+        *callbacks,
     ]
     model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
     history = read_history(out / "history.csv")
@@ -193,3 +195,14 @@ def evaluate(model, data_dir=None, limit=None, batch_size=1024):
     probs = np.asarray(probs)
     loss = float(np.mean(-np.log(np.clip(probs[np.arange(len(y_test)), y_test], 1e-7, 1.0))))
     return loss, float(np.mean(probs.argmax(-1) == y_test))
+
+
+def predict(model_or_spec, images):
+    """Class probabilities (N, num_classes) for float32 images in [0, 1] of the model's input shape.
+
+    `model_or_spec` is a keras.Model or anything `pde_zoo.load` accepts. Bad images raise one
+    ValueError naming the problem and the fix (see `pde_zoo.data.validate_images`).
+    """
+    model = model_or_spec if isinstance(model_or_spec, keras.Model) else pde_zoo.load(model_or_spec, compile=False)
+    images = data_lib.validate_images(images, tuple(model.input_shape[1:]))
+    return np.asarray(model.predict(images, verbose=0))

@@ -1,0 +1,109 @@
+"""Training on real MNIST subsets: accuracy far above chance, the run directory, resume, determinism, CLI."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+import pde_zoo
+from pde_zoo import training
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "pde2-3"
+    card = training.train("pde2", 3, epochs=2, train_limit=4000, test_limit=1000, out=out, verbose=0)
+    return out, card
+
+
+def test_short_mnist_training_is_far_above_chance(short_run):
+    out, card = short_run
+    assert card["test_accuracy"] > 0.85  # chance is 0.10
+    assert card["epochs_run"] == 2 and card["complete"] and card["data"]["subset"]
+    assert card["data"]["train_examples"] == 4000 and card["data"]["test_examples"] == 1000
+    assert card["params"] == pde_zoo.build("pde2", 3).count_params()
+    assert card["recipe"] == {**training.THESIS_RECIPE, "epochs": 2}
+    assert len(card["data"]["sha256"]) == 64 and card["seed"] == 0 and card["train_seconds"] > 0
+
+
+def test_run_directory_contents(short_run):
+    out, card = short_run
+    assert {p.name for p in out.iterdir()} >= {"model.keras", "saved_model", "card.json", "history.csv", "logs"}
+    assert not (out / "backup").exists(), "BackupAndRestore state is removed when the run finishes"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"
+    with open(out / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[-1]["test_accuracy"]) == pytest.approx(card["test_accuracy"], abs=1e-6)
+    assert json.loads((out / "card.json").read_text()) == card
+    # eval on the exported SavedModel reproduces the card exactly
+    loss, acc = training.evaluate(pde_zoo.load(out / "saved_model"), limit=1000)
+    assert acc == card["test_accuracy"]
+
+
+def test_finished_run_is_skipped(short_run, capsys):
+    out, card = short_run
+    assert training.train("pde2", 3, epochs=2, train_limit=4000, test_limit=1000, out=out, verbose=0) == card
+    assert "already trained" in capsys.readouterr().out
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 0:
+            raise KeyboardInterrupt("simulated kill after the first epoch")
+
+
+def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
+    kwargs = dict(epochs=2, train_limit=1000, test_limit=300, verbose=0)
+    with pytest.raises(KeyboardInterrupt):
+        training.train("pde1", 2, out=tmp_path / "a", callbacks=[_Interrupt()], **kwargs)
+    assert (tmp_path / "a" / "backup").exists() and not (tmp_path / "a" / "card.json").exists()
+    resumed = training.train("pde1", 2, out=tmp_path / "a", **kwargs)
+    assert resumed["epochs_run"] == 2
+    with open(tmp_path / "a" / "history.csv") as f:
+        assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
+    straight = training.train("pde1", 2, out=tmp_path / "b", **kwargs)
+    straight_again = training.train("pde1", 2, out=tmp_path / "c", **kwargs)
+    assert straight["test_accuracy"] == straight_again["test_accuracy"] and straight["test_loss"] == straight_again["test_loss"], "same seed, same result"
+    assert abs(resumed["test_accuracy"] - straight["test_accuracy"]) < 0.05
+
+
+def test_predict_validates_images(short_run):
+    out, _ = short_run
+    model = pde_zoo.load(out)
+    probs = pde_zoo.predict(model, np.zeros((2, 28, 28, 1), np.float32))
+    assert probs.shape == (2, 10)
+    with pytest.raises(ValueError, match="uint8"):
+        pde_zoo.predict(model, np.zeros((2, 28, 28, 1), np.uint8))
+
+
+def test_bad_training_arguments(tmp_path):
+    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+        training.train("pde2", 1, epochs=0, out=tmp_path)
+    with pytest.raises(ValueError, match="learning_rate must be positive"):
+        training.train("pde2", 1, learning_rate=-1.0, out=tmp_path)
+    with pytest.raises(ValueError, match="Unknown model"):
+        training.train("pde7", 1, out=tmp_path)
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "pde_zoo.cli", *args], capture_output=True, text=True)
+
+
+def test_cli_list_eval_and_errors(short_run, tmp_path):
+    out, card = short_run
+    listing = run_cli("list", "pde*")
+    assert listing.returncode == 0 and listing.stdout.split()[0] == "pde1" and "resnet" not in listing.stdout
+    evaluated = run_cli("eval", str(out / "model.keras"), "--limit", "1000")
+    assert evaluated.returncode == 0, evaluated.stderr[-1000:]
+    assert json.loads(evaluated.stdout.strip().splitlines()[-1])["test_accuracy"] == card["test_accuracy"]
+    exported = run_cli("export", str(out), str(tmp_path / "sm"))
+    assert exported.returncode == 0 and (tmp_path / "sm" / "saved_model.pb").is_file()
+    unknown = run_cli("train", "pde9", "--depth", "2")
+    assert unknown.returncode == 2 and "Unknown model 'pde9'. Known models: mlp, pde1, pde2, resnet" in unknown.stderr
+    negative = run_cli("train", "pde2", "--depth", "-3")
+    assert negative.returncode == 2 and "depth must be a non-negative integer" in negative.stderr
