@@ -40,7 +40,7 @@ def _cmd_train(args):
         args.name, args.depth, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
         seed=args.seed, out=args.out, data_dir=args.data_dir, train_limit=args.train_limit,
         test_limit=args.test_limit, overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() or args.progress else 2,
-        lr_source=args.lr_source, **options,
+        lr_source=args.lr_source, threads=args.threads, **options,
     )
     print(json.dumps({k: card[k] for k in ("model", "epochs_run", "test_accuracy", "train_seconds")}))
 
@@ -101,6 +101,7 @@ def make_parser():
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     p.add_argument("--overwrite", action="store_true", help="retrain even if the run directory is finished")
     p.add_argument("--progress", action="store_true", help="Keras progress bar even when not on a terminal")
+    p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: TF's choice; 1 is fastest for the zoo on 2 cores)")
     _add_data_dir(p)
     p.set_defaults(func=_cmd_train)
 

@@ -4,7 +4,11 @@
 # finished models are skipped, interrupted ones resume from their last finished epoch.
 #
 #   scripts/train_all.sh [--models "pde1 pde2"] [--depths "5 27"] [--epochs 50] [--seed 0]
-#                        [--lr 1e-3|tuned] [--out saved_models] [--train-limit N] [--test-limit N]
+#                        [--lr 1e-3|tuned] [--out saved_models] [--jobs 2] [--threads 1]
+#                        [--train-limit N] [--test-limit N]
+#
+# --jobs models train at once, each on --threads TensorFlow threads (default: 2 jobs x 1
+# thread, measured fastest on the 2-core machines; see README "Performance").
 #
 # Writes OUT/<name>-<depth>/ (model.keras, saved_model/, card.json, history.csv, train.log)
 # and OUT/results.csv. Runs in order of depth, so an interrupted sweep has its shallow rows.
@@ -13,7 +17,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 
-MODELS="" DEPTHS="" EPOCHS=50 SEED=0 LR=1e-3 OUT=saved_models EXTRA=()
+MODELS="" DEPTHS="" EPOCHS=50 SEED=0 LR=1e-3 OUT=saved_models JOBS=2 THREADS=1 EXTRA=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --models) MODELS="$2"; shift 2 ;;
@@ -22,25 +26,38 @@ while [ $# -gt 0 ]; do
     --seed) SEED="$2"; shift 2 ;;
     --lr) LR="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --jobs) JOBS="$2"; shift 2 ;;
+    --threads) THREADS="$2"; shift 2 ;;
     --train-limit|--test-limit) EXTRA+=("$1" "$2"); shift 2 ;;
     *) echo "train_all.sh: unknown argument $1 (see the header of this script)" >&2; exit 2 ;;
   esac
 done
 
+train_one() {  # name depth
+  local name="$1" depth="$2" run="$1-$2" lr="$LR" source=fixed
+  if [ "$LR" = tuned ]; then
+    lr=$(pde-zoo tuned-lr "$name" --depth "$depth") source=tuned
+  fi
+  mkdir -p "$OUT/$run"
+  echo "== $(date -u +%H:%M:%S) start $run (lr $lr, $EPOCHS epochs, seed $SEED) -> $OUT/$run/train.log"
+  if pde-zoo train "$name" --depth "$depth" --epochs "$EPOCHS" --seed "$SEED" --lr "$lr" --lr-source "$source" \
+      --threads "$THREADS" --out "$OUT/$run" "${EXTRA[@]}" >> "$OUT/$run/train.log" 2>&1; then
+    echo "== $(date -u +%H:%M:%S) done  $(tail -n 1 "$OUT/$run/train.log")"
+  else
+    echo "== $(date -u +%H:%M:%S) FAILED $run: see $OUT/$run/train.log"
+  fi
+}
+
 pde-zoo data
+start=$(date +%s)
 runs=$(pde-zoo list --sweep | tr ' ' '\n' | sort -t- -k2,2n -s)
 for run in $runs; do
   name="${run%-*}" depth="${run##*-}"
   if [ -n "$MODELS" ] && [[ " $MODELS " != *" $name "* ]]; then continue; fi
   if [ -n "$DEPTHS" ] && [ "$name" != mlp ] && [[ " $DEPTHS " != *" $depth "* ]]; then continue; fi
-  lr="$LR" source=fixed
-  if [ "$LR" = tuned ]; then
-    lr=$(pde-zoo tuned-lr "$name" --depth "$depth") source=tuned
-  fi
-  mkdir -p "$OUT/$run"
-  echo "== $(date -u +%H:%M:%S) $run (lr $lr, $EPOCHS epochs, seed $SEED) -> $OUT/$run/train.log"
-  pde-zoo train "$name" --depth "$depth" --epochs "$EPOCHS" --seed "$SEED" --lr "$lr" --lr-source "$source" \
-    --out "$OUT/$run" "${EXTRA[@]}" >> "$OUT/$run/train.log" 2>&1 || { echo "   $run failed: see $OUT/$run/train.log"; continue; }
-  tail -n 1 "$OUT/$run/train.log"
-  pde-zoo results --models-dir "$OUT"
+  train_one "$name" "$depth" &
+  while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n || true; done
 done
+wait
+pde-zoo results --models-dir "$OUT"
+echo "== sweep finished in $(( $(date +%s) - start )) s wall"

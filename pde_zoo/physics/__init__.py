@@ -1,0 +1,53 @@
+"""Chapter III of the thesis as code: residual blocks as PDE stencils, their symbols
+("Hamiltonians"), propagators and path sums, the Gaussian limit and the action, and von
+Neumann stability (eq 21-38).
+
+Conventions (CONVENTIONS.md): x = width = column j, y = height = row i, Δt = Δx = Δy = 1,
+zero padding, and a block's linear update is the cross-correlation
+
+    pre-activation[i, j] = sum_{dy, dx} K[dy + 1, dx + 1] * ψ[i + dy, j + dx].
+
+All maths is float64 NumPy. Functions take a block layer (anything with `taps()`), a stencil
+array (3, 3) / (3, 3, C), or, for stacks, a model with a "blocks" layer, a `StencilStack` or a
+sequence of blocks.
+
+- `stencil`, `pde_stencil`, `symbol`, `hamiltonian`, `continuum_hamiltonian`, `kernel_to_pde`,
+  `layer_to_pde`, `continuum_coefficients` (stencils.py)
+- `propagator`, `path_sum`, `gated_propagator`, `blocks_of`, `stencils_of` (paths.py)
+- `stencil_moments`, `pde_step_moments`, `gaussian_limit`, `gaussian_on_grid`, `path_action`,
+  `classical_action` (gaussian.py)
+- `amplification_map`, `max_amplification`, `von_neumann`, `amplification_profile` (stability.py)
+"""
+
+from pde_zoo.physics.gaussian import (
+    classical_action,
+    gaussian_limit,
+    gaussian_on_grid,
+    path_action,
+    pde_step_moments,
+    stencil_moments,
+)
+from pde_zoo.physics.paths import GatedPropagator, blocks_of, correlate, gated_propagator, path_sum, propagator, stencils_of
+from pde_zoo.physics.stability import amplification_map, amplification_profile, max_amplification, von_neumann
+from pde_zoo.physics.stencils import (
+    IDENTITY,
+    OPERATORS,
+    PDE_TERMS,
+    channel_stencil,
+    continuum_coefficients,
+    continuum_hamiltonian,
+    hamiltonian,
+    kernel_to_pde,
+    layer_to_pde,
+    pde_stencil,
+    stencil,
+    symbol,
+)
+
+__all__ = [
+    "GatedPropagator", "IDENTITY", "OPERATORS", "PDE_TERMS", "amplification_map", "amplification_profile",
+    "blocks_of", "channel_stencil", "classical_action", "continuum_coefficients", "continuum_hamiltonian",
+    "correlate", "gated_propagator", "gaussian_limit", "gaussian_on_grid", "hamiltonian", "kernel_to_pde",
+    "layer_to_pde", "max_amplification", "path_action", "path_sum", "pde_step_moments", "pde_stencil",
+    "propagator", "stencil", "stencil_moments", "stencils_of", "symbol", "von_neumann",
+]
