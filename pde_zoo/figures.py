@@ -1,0 +1,89 @@
+"""Figures of the thesis experiment from real runs (matplotlib, PNG): accuracy vs epoch per
+depth (thesis Fig 4.3/4.4), final accuracy vs depth beside the thesis numbers, and the evolution
+of one test image through the blocks of a trained model (Fig 4.5)."""
+
+import os
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pde_zoo.results import THESIS, collect  # noqa: E402
+from pde_zoo.training import read_history  # noqa: E402
+
+FAMILIES = ("pde1", "pde2", "resnet")
+LABELS = {"pde1": "PDE1 (eq 39)", "pde2": "PDE2 (eq 40)", "resnet": "c_ResNet", "mlp": "head only (mlp)"}
+
+
+def save_figure(fig, path):
+    """Save atomically (temporary name in the same directory, then rename) and close."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".tmp-{path.name}"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def accuracy_vs_epoch(models_dir, out):
+    """One panel per sweep depth: test accuracy per epoch of PDE1, PDE2 and c_ResNet (+ mlp)."""
+    depths = sorted({r["depth"] for r in collect(models_dir) if r["model"] in FAMILIES})
+    fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(4.2 * max(len(depths), 1), 3.6), sharey=True, squeeze=False)
+    mlp = read_history(Path(models_dir) / "mlp-0" / "history.csv")
+    for ax, depth in zip(axes[0], depths):
+        for family in FAMILIES:
+            rows = read_history(Path(models_dir) / f"{family}-{depth}" / "history.csv")
+            if rows:
+                ax.plot([int(r["epoch"]) for r in rows], [100 * float(r["test_accuracy"]) for r in rows], label=LABELS[family])
+        if mlp:
+            ax.plot([int(r["epoch"]) for r in mlp], [100 * float(r["test_accuracy"]) for r in mlp], "k:", lw=1, label=LABELS["mlp"])
+        ax.set_title(f"depth {depth}")
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    axes[0][0].set_ylim(94, 99)
+    axes[0][-1].legend(loc="lower right", fontsize=8)
+    fig.suptitle("MNIST test accuracy per epoch (Adam 1e-3, batch 128) — cf. thesis Fig 4.3/4.4")
+    return save_figure(fig, out)
+
+
+def accuracy_vs_depth(models_dir, out):
+    """Final test accuracy vs depth, ours (lines) and the thesis Table 4.1/4.2 (markers)."""
+    rows = collect(models_dir)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for color, family in zip(("C0", "C1", "C2"), FAMILIES):
+        ours = sorted((r["depth"], 100 * r["test_acc"]) for r in rows if r["model"] == family)
+        if ours:
+            ax.plot(*zip(*ours), "o-", color=color, label=f"{LABELS[family]} (ours)")
+        thesis = [(d, float(re.findall(r"[\d.]+", v)[0])) for (f, d), v in sorted(THESIS.items()) if f == family]
+        if thesis:
+            ax.plot(*zip(*thesis), "x--", color=color, alpha=0.7, label=f"{LABELS[family]} (thesis)")
+    for r in rows:
+        if r["model"] == "mlp":
+            ax.axhline(100 * r["test_acc"], color="k", ls=":", lw=1, label="head only (mlp, ours)")
+    ax.set_xlabel("depth (blocks)")
+    ax.set_ylabel("final test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title("Final test accuracy vs depth")
+    return save_figure(fig, out)
+
+
+def evolution(model, image, out, layers=None, title=""):
+    """The image ψ_0 and the block outputs ψ_t for t in `layers` (default: 8 evenly spaced)."""
+    stack = model.get_layer("blocks")
+    states = stack.trajectory(image[None])
+    depth = len(states) - 1
+    layers = layers or sorted(set(np.linspace(0, depth, 8).round().astype(int)))
+    fig, axes = plt.subplots(1, len(layers), figsize=(1.9 * len(layers), 2.3))
+    for ax, t in zip(np.atleast_1d(axes), layers):
+        ax.imshow(states[t][0, ..., 0], cmap="viridis")
+        ax.set_title(f"t = {t}\nmax {states[t].max():.2f}", fontsize=8)
+        ax.axis("off")
+    fig.suptitle(title or f"{model.name}: evolution of one test image through the blocks (cf. thesis Fig 4.5)", fontsize=9)
+    return save_figure(fig, out)
