@@ -2,7 +2,7 @@
 # Set up (venv, package, MNIST) and run the default test suite (slow tests excluded; `-m slow` runs them).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
+PDE_ZOO_EXTRAS="[test]" source "$ROOT/scripts/setup_env.sh"
 cd "$ROOT"
 pde-zoo data
 python -m pytest "$@"

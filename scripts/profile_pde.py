@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Where the time of a pde2-50 training epoch goes: the same model trained with parts switched
+off, side by side in one process (alternating repeats, medians), on MNIST-shaped data.
+
+  keras-adam     the recipe with keras.optimizers.Adam
+  zoo-adam       the recipe with pde_zoo.optimizers.Adam (what `compile_model` uses)
+  sgd            plain SGD: what Adam's per-variable updates of the 250 scalars cost
+  frozen-blocks  blocks not trainable: forward + input-gradient of the stencils only
+  head-only      the mlp: Flatten + 3 Dense layers (the floor)
+
+  python scripts/profile_pde.py [--threads 1] [--steps 30] [--repeats 4] [--json out.json]
+"""
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--depth", type=int, default=50)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    from pde_zoo.training import set_threads
+
+    set_threads(args.threads)
+    import keras
+
+    import bench
+    import pde_zoo
+    from pde_zoo.optimizers import Adam
+
+    def variant(key):
+        model = pde_zoo.build("mlp" if key == "head-only" else "pde2", 0 if key == "head-only" else args.depth)
+        if key == "frozen-blocks":
+            model.get_layer("blocks").trainable = False
+        optimizer = {"keras-adam": keras.optimizers.Adam, "sgd": keras.optimizers.SGD}.get(key, Adam)(1e-3)
+        model.compile(optimizer=optimizer, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+    keys = ["keras-adam", "zoo-adam", "sgd", "frozen-blocks", "head-only"]
+    ds = bench.train_dataset(args.steps)
+    models = {k: variant(k) for k in keys}
+    for k in keys:
+        bench.time_fit(models[k], ds)
+    times = {k: [] for k in keys}
+    for r in range(args.repeats):
+        for k in keys if r % 2 == 0 else reversed(keys):
+            times[k].append(bench.time_fit(models[k], ds) * bench.EPOCH_IMAGES / (bench.BATCH * args.steps))
+    epoch = {k: statistics.median(v) for k, v in times.items()}
+    print(f"pde2-{args.depth}, threads={args.threads or 'TF default'}: seconds per 60k-image epoch (median of {args.repeats})")
+    for k in keys:
+        print(f"  {k:14s} {epoch[k]:6.2f} s")
+    print(f"  => stencil forward+input grad {epoch['frozen-blocks'] - epoch['head-only']:.2f} s, coefficient grads "
+          f"{epoch['sgd'] - epoch['frozen-blocks']:.2f} s, Adam over SGD {epoch['zoo-adam'] - epoch['sgd']:.2f} s "
+          f"(keras Adam {epoch['keras-adam'] - epoch['sgd']:.2f} s), head {epoch['head-only']:.2f} s")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"threads": args.threads, "depth": args.depth, "epoch_seconds": epoch, "repeats": times}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
