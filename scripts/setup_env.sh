@@ -11,11 +11,18 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 EXTRAS="${PDE_ZOO_EXTRAS:-}"
-stamp="$VENV/.pde_zoo-installed${EXTRAS//[^a-z]/-}"
-if [ ! -f "$stamp" ] || [ "$ROOT/setup.cfg" -nt "$stamp" ]; then
+stamp="$VENV/.pde_zoo-installed"  # records the extras installed
+needs_install() {
+  [ -f "$stamp" ] || return 0
+  [ "$ROOT/setup.cfg" -nt "$stamp" ] && return 0
+  [ -z "$EXTRAS" ] && return 1  # any install serves plain use
+  grep -qxF "extras=$EXTRAS" "$stamp" && return 1
+  return 0
+}
+if needs_install; then
   echo "== installing pde_zoo and its dependencies (tensorflow, keras, keras-tuner, tensorflow-datasets, matplotlib)"
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -e "$ROOT$EXTRAS"
-  touch "$stamp"
+  echo "extras=$EXTRAS" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
