@@ -65,7 +65,7 @@ def _cmd_results(args):
     rows = results.write_results_csv(args.models_dir)
     print(f"{args.models_dir}/results.csv: {len(rows)} models")
     if args.readme:
-        results.update_readme(args.readme, rows)
+        results.update_readme(args.readme, rows, args.models_dir)
         print(f"results table written into {args.readme}")
 
 

@@ -77,6 +77,30 @@ def update_readme_block(readme, key, text):
     atomic_write_text(readme, head + start + marker + "\n" + text + end + tail)
 
 
-def update_readme(readme, rows):
-    """Regenerate the README's results block from the result rows."""
+def update_readme(readme, rows, models_dir=None):
+    """Regenerate the README's results block from the result rows (and, given `models_dir`
+    and a "tuning" block in the README, the fixed-vs-tuned learning-rate table)."""
     update_readme_block(readme, "results", markdown_table(rows))
+    if models_dir is not None and "<!-- tuning:start" in Path(readme).read_text():
+        update_readme_block(readme, "tuning", tuning_table(models_dir))
+
+
+def tuning_table(models_dir):
+    """Fixed lr 1e-3 against the KerasTuner lr: one row per `tuning/<model>.json` under `models_dir`,
+    with the test accuracy of `<model>/` (fixed) and `tuned-lr/<model>/` (tuned) where trained."""
+    root = Path(models_dir)
+    lines = [
+        "| model | tuned lr (Hyperband) | trials | val acc in search | search s | test acc, lr 1e-3 | test acc, tuned lr | epochs (fixed / tuned) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for path in sorted((root / "tuning").glob("*.json")):
+        tuned = json.loads(path.read_text())
+        cards = [root / sub / tuned["model"] / "card.json" for sub in ("", "tuned-lr")]
+        fixed, tuned_card = (json.loads(c.read_text()) if c.is_file() else None for c in cards)
+        acc = lambda card: f"{100 * card['test_accuracy']:.2f}%" if card else "not trained"  # noqa: E731
+        epochs = " / ".join(str(card["epochs_run"]) if card else "–" for card in (fixed, tuned_card))
+        lines.append(
+            f"| {tuned['model']} | {tuned['learning_rate']:.2e} | {tuned['trials']} | {100 * tuned['best_val_accuracy']:.2f}% | "
+            f"{tuned['search_seconds']:.0f} | {acc(fixed)} | {acc(tuned_card)} | {epochs} |"
+        )
+    return "\n".join(lines) + "\n"

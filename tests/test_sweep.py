@@ -83,5 +83,7 @@ def test_tiny_tuner_search(tmp_path):
     assert tuning.LR_RANGE[0] <= result["learning_rate"] <= tuning.LR_RANGE[1]
     assert result["trials"] >= 2 and 0.0 <= result["best_val_accuracy"] <= 1.0
     assert tuning.tuned_learning_rate("pde2", 1, tmp_path) == result["learning_rate"]
+    table = results.tuning_table(tmp_path)
+    assert f"| pde2-1 | {result['learning_rate']:.2e} | {result['trials']} |" in table and "not trained" in table
     with pytest.raises(ValueError, match="run `pde-zoo tune pde1 --depth 7` first"):
         tuning.tuned_learning_rate("pde1", 7, tmp_path)
