@@ -129,7 +129,8 @@ def run(args):
             results[k] = row
     if args.memory:
         for k in keys:
-            out = subprocess.run([sys.executable, __file__, "--memory-child", k], capture_output=True, text=True)
+            threads = ["--threads", str(args.threads)] if args.threads else []
+            out = subprocess.run([sys.executable, __file__, "--memory-child", k, *threads], capture_output=True, text=True)
             results[k]["peak_rss_mib"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"] if out.returncode == 0 else None
     for k in keys:
         depth = k.rsplit("-", 1)[1]
@@ -142,7 +143,7 @@ def run(args):
 def markdown(results, meta):
     lines = [
         f"Measured by `python scripts/bench.py --readme README.md` on {meta['machine']} ({meta['cpus']} CPUs), "
-        f"TF {meta['tensorflow']}, Keras {meta['keras']}; medians of {meta['repeats']} alternating repeats of {meta['steps']} "
+        f"TF {meta['tensorflow']}, Keras {meta['keras']}, TF threads: {meta['threads']}; medians of {meta['repeats']} alternating repeats of {meta['steps']} "
         "training steps at batch 128; `ref` is the idiomatic Keras Conv2D + Add + ReLU c_ResNet (the control).",
         "",
         "| model | train img/s | s / 60k epoch | speed-up vs ref (same depth) | epoch / mlp epoch | infer img/s (model / SavedModel, batch 1024) | batch-1 latency p50/p95 ms (model) | (SavedModel) | peak RSS MiB |",
@@ -167,16 +168,21 @@ def main(argv=None):
     parser.add_argument("--infer-repeats", type=int, default=10)
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads for every model (default: TF's choice)")
     parser.add_argument("--json", default="benchmarks/bench-cpu.json")
     parser.add_argument("--readme", default=None, help="regenerate the performance block of this README")
+    parser.add_argument("--block", default="performance", help="name of the README block to regenerate")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    from pde_zoo.training import set_threads
+
+    set_threads(args.threads)
     if args.memory_child:
         return memory_child(args.memory_child)
     results = run(args)
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-        "keras": keras.__version__, "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
+        "keras": keras.__version__, "threads": args.threads or "TF default", "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
     }
     from pde_zoo.io_utils import atomic_write_json
@@ -186,7 +192,7 @@ def main(argv=None):
     table = markdown(results, meta)
     print(table)
     if args.readme:
-        update_readme_block(args.readme, "performance", table)
+        update_readme_block(args.readme, args.block, table)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ def main():
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--readme", default=None, help="regenerate the README's `profile` block with this output")
     args = parser.parse_args()
 
     from pde_zoo.training import set_threads
@@ -56,12 +57,18 @@ def main():
         for k in keys if r % 2 == 0 else reversed(keys):
             times[k].append(bench.time_fit(models[k], ds) * bench.EPOCH_IMAGES / (bench.BATCH * args.steps))
     epoch = {k: statistics.median(v) for k, v in times.items()}
-    print(f"pde2-{args.depth}, threads={args.threads or 'TF default'}: seconds per 60k-image epoch (median of {args.repeats})")
-    for k in keys:
-        print(f"  {k:14s} {epoch[k]:6.2f} s")
-    print(f"  => stencil forward+input grad {epoch['frozen-blocks'] - epoch['head-only']:.2f} s, coefficient grads "
-          f"{epoch['sgd'] - epoch['frozen-blocks']:.2f} s, Adam over SGD {epoch['zoo-adam'] - epoch['sgd']:.2f} s "
-          f"(keras Adam {epoch['keras-adam'] - epoch['sgd']:.2f} s), head {epoch['head-only']:.2f} s")
+    lines = [f"pde2-{args.depth}, TF threads={args.threads or 'TF default'}: seconds per 60k-image epoch (median of {args.repeats} alternating repeats of {args.steps} steps)"]
+    lines += [f"  {k:14s} {epoch[k]:6.2f} s" for k in keys]
+    lines.append(
+        f"  => stencil forward+input grad {epoch['frozen-blocks'] - epoch['head-only']:.2f} s, coefficient grads "
+        f"{epoch['sgd'] - epoch['frozen-blocks']:.2f} s, Adam over SGD {epoch['zoo-adam'] - epoch['sgd']:.2f} s "
+        f"(keras Adam {epoch['keras-adam'] - epoch['sgd']:.2f} s), head {epoch['head-only']:.2f} s"
+    )
+    print("\n".join(lines))
+    if args.readme:
+        from pde_zoo.results import update_readme_block
+
+        update_readme_block(args.readme, "profile", "```\n" + "\n".join(lines) + "\n```\n")
     if args.json:
         Path(args.json).write_text(json.dumps({"threads": args.threads, "depth": args.depth, "epoch_seconds": epoch, "repeats": times}, indent=2))
 
