@@ -142,7 +142,7 @@ def run(args):
 
 def markdown(results, meta):
     lines = [
-        f"Measured by `python scripts/bench.py --readme README.md` on {meta['machine']} ({meta['cpus']} CPUs), "
+        f"Measured by `{meta['command']}` on {meta['machine']} ({meta['cpus']} CPUs), "
         f"TF {meta['tensorflow']}, Keras {meta['keras']}, TF threads: {meta['threads']}; medians of {meta['repeats']} alternating repeats of {meta['steps']} "
         "training steps at batch 128; `ref` is the idiomatic Keras Conv2D + Add + ReLU c_ResNet (the control).",
         "",
@@ -172,10 +172,16 @@ def main(argv=None):
     parser.add_argument("--json", default="benchmarks/bench-cpu.json")
     parser.add_argument("--readme", default=None, help="regenerate the performance block of this README")
     parser.add_argument("--block", default="performance", help="name of the README block to regenerate")
+    parser.add_argument("--render", action="store_true", help="no measuring: re-render the table (and README block) from --json")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     from pde_zoo.training import set_threads
 
+    from pde_zoo.io_utils import atomic_write_json
+
+    if args.render:
+        recorded = json.loads(Path(args.json).read_text())
+        return _report(recorded["results"], recorded["meta"], args.readme, args.block)
     set_threads(args.threads)
     if args.memory_child:
         return memory_child(args.memory_child)
@@ -183,16 +189,20 @@ def main(argv=None):
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "threads": args.threads or "TF default", "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
-        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "command": " ".join(sys.argv),
+        "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
     }
-    from pde_zoo.io_utils import atomic_write_json
+    atomic_write_json(args.json, {"meta": meta, "results": results})
+    _report(results, meta, args.readme, args.block)
+
+
+def _report(results, meta, readme, block):
     from pde_zoo.results import update_readme_block
 
-    atomic_write_json(args.json, {"meta": meta, "results": results})
     table = markdown(results, meta)
     print(table)
-    if args.readme:
-        update_readme_block(args.readme, args.block, table)
+    if readme:
+        update_readme_block(readme, block, table)
 
 
 if __name__ == "__main__":
