@@ -10,14 +10,12 @@ Keras forward pass. Files: report.md, report.json and PNG figures, each written 
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from pde_zoo import physics
-from pde_zoo.io_utils import atomic_write_json, atomic_write_text
+from pde_zoo.io_utils import atomic_savefig, atomic_write_json, atomic_write_text
 
 AMPLIFYING = 1.0 + 1e-9  # max|G| above this counts as an amplifying block (float noise allowed)
 MAP_LAYERS = 4  # |G| maps drawn for this many blocks, spread over depth
@@ -77,20 +75,6 @@ def _jsonable(obj):
     if isinstance(obj, (float, np.floating)):
         return float(obj) if math.isfinite(obj) else None
     return obj
-
-
-def _save_figure(fig, path):
-    """fig.savefig to a temporary name in the target directory, then os.replace onto path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _figure(**kwargs):
@@ -174,7 +158,7 @@ def _plot_coefficients(rows, path):
     ax.set_ylim(bottom=0)
     ax.set_xlabel("block")
     ax.set_title("relative residual ||f - PDE fit|| / ||f||")
-    _save_figure(fig, path)
+    atomic_savefig(fig, path)
 
 
 def _plot_symbol_maps(blocks, path):
@@ -190,7 +174,7 @@ def _plot_symbol_maps(blocks, path):
         ax.set_xlabel("px")
         ax.set_ylabel("py")
         fig.colorbar(im, ax=ax, shrink=0.8)
-    _save_figure(fig, path)
+    atomic_savefig(fig, path)
 
 
 def _plot_propagator(prop, limit, path):
@@ -225,7 +209,7 @@ def _plot_propagator(prop, limit, path):
         ax.set_xlabel(f"d{label}")
         ax.set_title(f"propagator along {label}")
         ax.legend(fontsize=7, loc="lower center")
-    _save_figure(fig, path)
+    atomic_savefig(fig, path)
 
 
 def _plot_stability(rows, profile, path):
@@ -270,7 +254,7 @@ def _plot_stability(rows, profile, path):
         ax.set_xlabel("(α² + σ²) / (1 + γ)")
         ax.set_ylabel("((sβ)²/α² + (sρ)²/σ²) / (1 + γ)")
         ax.set_title("stability region: max|G| = 1+γ inside (values clipped at 4)", fontsize=9)
-    _save_figure(fig, path)
+    atomic_savefig(fig, path)
 
 
 def _rectangle():
@@ -295,7 +279,7 @@ def _plot_gated(gated, prop, path):
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("block")
     ax.set_title(f"open ReLU gates, MNIST test image {gated['image_index']}", fontsize=9)
-    _save_figure(fig, path)
+    atomic_savefig(fig, path)
 
 
 def _fmt(x, digits=4):

@@ -135,12 +135,14 @@ def make_parser():
     _add_data_dir(p)
     p.set_defaults(func=_cmd_data)
 
+    from pde_zoo.training import THESIS_RECIPE
+
     p = sub.add_parser("train", help="train a model with the thesis recipe (resumable)")
     p.add_argument("name", help="registry name (pde-zoo list)")
     p.add_argument("--depth", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--epochs", type=int, default=THESIS_RECIPE["epochs"])
+    p.add_argument("--batch-size", type=int, default=THESIS_RECIPE["batch_size"])
+    p.add_argument("--lr", type=float, default=THESIS_RECIPE["learning_rate"], help="Adam learning rate")
     p.add_argument("--lr-source", default="fixed", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=int, default=None, help="feature channels of the blocks (default 1)")

@@ -2,7 +2,6 @@
 depth (thesis Fig 4.3/4.4), final accuracy vs depth beside the thesis numbers, and the evolution
 of one test image through the blocks of a trained model (Fig 4.5)."""
 
-import os
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from pde_zoo.io_utils import atomic_savefig  # noqa: E402
 from pde_zoo.results import THESIS, collect  # noqa: E402
 from pde_zoo.training import read_history  # noqa: E402
 
@@ -20,13 +20,9 @@ LABELS = {"pde1": "PDE1 (eq 39)", "pde2": "PDE2 (eq 40)", "resnet": "c_ResNet", 
 
 
 def save_figure(fig, path):
-    """Save atomically (temporary name in the same directory, then rename) and close."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    """Save atomically (`io_utils.atomic_savefig`) and close the pyplot figure."""
+    path = atomic_savefig(fig, path)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

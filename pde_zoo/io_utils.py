@@ -40,3 +40,9 @@ def atomic_save(path, save_fn):
         shutil.rmtree(old)
     else:
         os.replace(tmp, path)
+
+
+def atomic_savefig(fig, path, dpi=110):
+    """Save a matplotlib figure as PNG at `path` through `atomic_save`; returns the path."""
+    atomic_save(path, lambda tmp: fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight"))
+    return Path(path)
