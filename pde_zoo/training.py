@@ -31,19 +31,22 @@ HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "se
 
 
 def set_threads(threads):
-    """Run TensorFlow on `threads` threads (intra- and inter-op); None keeps TF's defaults.
+    """Let TensorFlow run `threads` ops at once, each on one thread; None or 0 keeps TF's defaults.
 
-    Measured by scripts/bench.py on 2 cores: the zoo's stencil models train about 20-25%
-    faster on one thread (their ops are small, so intra-op splitting costs more than it
-    gains), so scripts/train_all.sh trains two models at once, one thread each.
+    Sets inter-op parallelism to `threads` and intra-op parallelism to 1. Measured on 2 cores
+    (scripts/bench.py, benchmarks/): the zoo's ops are small, so splitting one op over threads
+    (TF's default intra-op = cores) costs more than it gains, pde2-50 trains ~1.7x slower
+    under TF's defaults; instead the stencil stack runs one independent chain of ops per
+    inter-op thread (`pde_zoo.layers._tf_stencil`). `pde-zoo train` uses all cores this way;
+    `scripts/train_all.sh` trains two models at once with one thread each.
     Must be called before TensorFlow runs any op.
     """
     import tensorflow as tf
 
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1. Received: threads={threads}")
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+    if threads:
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: TF's defaults). Received: threads={threads}")
+        tf.config.threading.set_intra_op_parallelism_threads(1)
         tf.config.threading.set_inter_op_parallelism_threads(threads)
 
 

@@ -129,8 +129,7 @@ def run(args):
             results[k] = row
     if args.memory:
         for k in keys:
-            threads = ["--threads", str(args.threads)] if args.threads else []
-            out = subprocess.run([sys.executable, __file__, "--memory-child", k, *threads], capture_output=True, text=True)
+            out = subprocess.run([sys.executable, __file__, "--memory-child", k, "--threads", str(args.threads)], capture_output=True, text=True)
             results[k]["peak_rss_mib"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"] if out.returncode == 0 else None
     for k in keys:
         depth = k.rsplit("-", 1)[1]
@@ -168,7 +167,10 @@ def main(argv=None):
     parser.add_argument("--infer-repeats", type=int, default=10)
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--no-memory", dest="memory", action="store_false")
-    parser.add_argument("--threads", type=int, default=None, help="TensorFlow threads for every model (default: TF's choice)")
+    parser.add_argument(
+        "--threads", type=int, default=os.cpu_count(),
+        help="TensorFlow ops at once, one thread each, for every model (default: all cores, as `pde-zoo train`; 0: TF's own defaults)",
+    )
     parser.add_argument("--json", default="benchmarks/bench-cpu.json")
     parser.add_argument("--readme", default=None, help="regenerate the performance block of this README")
     parser.add_argument("--block", default="performance", help="name of the README block to regenerate")
@@ -188,12 +190,16 @@ def main(argv=None):
     results = run(args)
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-        "keras": keras.__version__, "threads": args.threads or "TF default", "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
+        "keras": keras.__version__, "threads": _threads_label(args.threads), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
     }
     atomic_write_json(args.json, {"meta": meta, "results": results})
     _report(results, meta, args.readme, args.block)
+
+
+def _threads_label(threads):
+    return f"{threads} inter-op x 1 intra-op" if threads else "TF default"
 
 
 def _report(results, meta, readme, block):

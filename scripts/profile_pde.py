@@ -8,11 +8,12 @@ off, side by side in one process (alternating repeats, medians), on MNIST-shaped
   frozen-blocks  blocks not trainable: forward + input-gradient of the stencils only
   head-only      the mlp: Flatten + 3 Dense layers (the floor)
 
-  python scripts/profile_pde.py [--threads 1] [--steps 30] [--repeats 4] [--json out.json]
+  python scripts/profile_pde.py [--threads 2] [--steps 30] [--repeats 4] [--json out.json]
 """
 
 import argparse
 import json
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="as scripts/bench.py (default: all cores; 0: TF's defaults)")
     parser.add_argument("--depth", type=int, default=50)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=4)
@@ -37,6 +38,7 @@ def main():
 
     import bench
     import pde_zoo
+    from pde_zoo.io_utils import atomic_write_json
     from pde_zoo.optimizers import Adam
 
     def variant(key):
@@ -57,7 +59,7 @@ def main():
         for k in keys if r % 2 == 0 else reversed(keys):
             times[k].append(bench.time_fit(models[k], ds) * bench.EPOCH_IMAGES / (bench.BATCH * args.steps))
     epoch = {k: statistics.median(v) for k, v in times.items()}
-    lines = [f"pde2-{args.depth}, TF threads={args.threads or 'TF default'}: seconds per 60k-image epoch (median of {args.repeats} alternating repeats of {args.steps} steps)"]
+    lines = [f"pde2-{args.depth}, TF threads: {bench._threads_label(args.threads)}: seconds per 60k-image epoch (median of {args.repeats} alternating repeats of {args.steps} steps)"]
     lines += [f"  {k:14s} {epoch[k]:6.2f} s" for k in keys]
     lines.append(
         f"  => stencil forward+input grad {epoch['frozen-blocks'] - epoch['head-only']:.2f} s, coefficient grads "
@@ -70,7 +72,7 @@ def main():
 
         update_readme_block(args.readme, "profile", "```\n" + "\n".join(lines) + "\n```\n")
     if args.json:
-        Path(args.json).write_text(json.dumps({"threads": args.threads, "depth": args.depth, "epoch_seconds": epoch, "repeats": times}, indent=2))
+        atomic_write_json(args.json, {"threads": args.threads, "depth": args.depth, "epoch_seconds": epoch, "repeats": times})
 
 
 if __name__ == "__main__":

@@ -43,3 +43,16 @@ def conv_step(psi, kernel, bias):
         for c in range(3):
             out = out + np.einsum("nhwi,io->nhwo", shift(psi, r - 1, c - 1), kernel[r, c])
     return np.maximum(out, 0.0)
+
+
+def adam(w0, grads, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+    """Kingma & Ba, Alg. 1 in float32 (Keras's ε placement): the weights after each step."""
+    f = np.float32
+    w, m, v, out = w0.astype(f), np.zeros_like(w0, f), np.zeros_like(w0, f), []
+    for t, g in enumerate(grads, 1):
+        m = m + (g - m) * f(1 - beta_1)
+        v = v + (g * g - v) * f(1 - beta_2)
+        alpha = f(lr) * np.sqrt(f(1) - f(beta_2) ** t) / (f(1) - f(beta_1) ** t)
+        w = w - m * alpha / (np.sqrt(v) + f(epsilon))
+        out.append(w)
+    return np.stack(out)

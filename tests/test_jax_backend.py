@@ -1,4 +1,5 @@
-"""The blocks run on the Keras JAX backend (keras.ops path) and give the TF fast path's numbers."""
+"""The blocks run on the Keras JAX backend (keras.ops path) and give the TF fast path's numbers;
+the zoo's Adam runs there too (its keras.ops path) and matches a NumPy Adam."""
 
 import json
 import os
@@ -11,6 +12,8 @@ import tensorflow as tf
 
 import pde_zoo
 from conftest import randomize_weights
+from numpy_reference import adam as numpy_adam
+from test_optimizers import adam_case
 
 pytest.importorskip("jax")
 
@@ -28,6 +31,12 @@ for name in ("pde1", "pde2", "resnet"):
     grad = jax.grad(lambda x: jnp.sum(jnp.sin(3 * stack(x))))(jnp.asarray(d["x"]))
     out[name] = [np.asarray(y).tolist(), np.asarray(grad).tolist()]
     pde_zoo.compile_model(model).fit(d["images"], d["labels"], epochs=1, verbose=0)  # trains on JAX
+from pde_zoo.optimizers import Adam
+optimizer, variable = Adam(learning_rate=3e-3), keras.Variable(d["adam_w0"])
+optimizer.build([variable])
+for g in d["adam_grads"]:
+    optimizer.apply([jnp.asarray(g)], [variable])
+out["adam"] = np.asarray(variable).tolist()
 print(json.dumps(out))
 """
 
@@ -48,6 +57,8 @@ def test_jax_backend_matches_tensorflow_fast_path(tmp_path):
             y = stack(x)
             loss = tf.reduce_sum(tf.sin(3 * y))
         expected[name] = (y.numpy(), tape.gradient(loss, x).numpy())
+    arrays["adam_w0"], grads = adam_case()
+    arrays["adam_grads"] = np.stack(grads)
     np.savez(tmp_path / "case.npz", **arrays)
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     result = subprocess.run([sys.executable, "-c", JAX_SCRIPT, str(tmp_path / "case.npz")], capture_output=True, text=True, env=env)
@@ -56,3 +67,5 @@ def test_jax_backend_matches_tensorflow_fast_path(tmp_path):
     for name, (y, grad) in expected.items():
         np.testing.assert_allclose(np.array(got[name][0]), y, atol=1e-5)
         np.testing.assert_allclose(np.array(got[name][1]), grad, atol=1e-4)
+    # pde_zoo.optimizers.Adam's keras.ops path (non-TF backends) is Adam too
+    np.testing.assert_allclose(got["adam"], numpy_adam(arrays["adam_w0"], grads, lr=3e-3)[-1], rtol=0, atol=2e-6)

@@ -91,11 +91,16 @@ def test_residual_conv_block_matches_numpy(channels, rng):
 
 @pytest.mark.parametrize("block_class", [PDE1Block, PDE2Block, ResidualConvBlock])
 @pytest.mark.parametrize("channels", [1, 2])
-def test_fast_stack_equals_block_by_block(block_class, channels, rng):
-    """The fused TF path (batch-as-channels, hand-written gradient) == the keras.ops path, values and gradients."""
+@pytest.mark.parametrize("chains, batch", [(1, 5), (2, 5), (3, 2)])  # (3, 2): one chain gets no images
+def test_fast_stack_equals_block_by_block(block_class, channels, chains, batch, rng, monkeypatch):
+    """The fused TF path (batch-as-channels, parallel chains, hand-written gradient) == the keras.ops path,
+    values and gradients (input and weights)."""
+    from pde_zoo.layers import _tf_stencil
+
+    monkeypatch.setattr(_tf_stencil, "parallel_chains", lambda: chains)
     blocks = [block_class(name=f"b{t}") for t in range(4)]
     stack = StencilStack(blocks)
-    x = tf.constant(rng.random((5, 7, 9, channels)).astype("float32"))
+    x = tf.constant(rng.random((batch, 7, 9, channels)).astype("float32"))
     stack.build(x.shape)
     for b in blocks:
         randomize_weights(b, rng, 0.3)

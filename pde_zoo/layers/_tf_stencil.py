@@ -1,53 +1,96 @@
-"""Fast TensorFlow kernel for a stack of depthwise 3x3 stencil blocks  ψ ← relu(K ⋆ ψ + b).
+"""Fast TensorFlow kernel for a stack of depthwise 3x3 stencil blocks  ψ_{t+1} = relu(K_t ⋆ ψ_t + b_t).
 
-Measured on a 2-core CPU (scripts/bench.py): a depthwise convolution over one channel is
-dominated by per-image overhead. Moving the batch into the channel axis, (N, H, W, C) ->
-(1, H, W, N*C), and sharing the kernel across the batch (tiled N times) makes each
-convolution one large depthwise op; the transpose is paid once per stack, not per block.
-The gradient is written by hand (ReLU mask, flipped-kernel correlation for the input,
-backprop-filter summed over the batch for the kernel), which avoids autodiff's per-block
-bookkeeping. Numerics equal the `keras.ops` path of each block (tests hold them equal).
+Measured on a 2-core CPU (scripts/bench.py, scripts/profile_pde.py):
+- a oneDNN depthwise convolution costs ~20 µs per call whatever its size, so one call per
+  image is slow. Moving the batch into the channel axis, (N, H, W, C) -> (1, H, W, N*C), and
+  sharing the kernel across the batch (tiled N times) makes each convolution one large
+  depthwise op; the transpose is paid once per stack, not per block;
+- the whole stack is one `tf.custom_gradient`: the backward pass is written by hand (ReLU
+  mask, flipped-kernel correlation for the input, backprop-filter summed over the batch for
+  the kernel) and returns the gradients of all D kernels as one (D, 3, 3, C) tensor, so the
+  per-block variable plumbing is a single op;
+- the batch is split into `chains` independent slices (one per inter-op thread), each its
+  own sequence of ops, so TF's executor runs them on separate cores. Ops stay single-threaded
+  (intra-op splitting of these small ops costs more than it gains);
+- the convolution, a zero-or-learned BiasAdd and the ReLU are written in the pattern TF's
+  grappler fuses into one oneDNN op.
+Numerics equal the `keras.ops` path of each block (tests hold them equal).
 """
+
+import os
 
 import tensorflow as tf
 
 _STRIDES = [1, 1, 1, 1]
 
 
-def _stencil_relu(psi, batch, *params):
-    """relu(corr(psi, K) + b) on the (1, H, W, N*C) layout; params = (taps,) or (taps, offset)."""
+def parallel_chains():
+    """Independent batch slices to run side by side: TF's inter-op thread count (0 = all cores)."""
+    return tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1
+
+
+def stencil_stack(inputs, taps, offsets=None, chains=None):
+    """Apply D depthwise stencil blocks in sequence to NHWC `inputs`.
+
+    Args:
+        inputs: (N, H, W, C) float tensor.
+        taps: (D, 3, 3, C) correlation kernels, identity included, one per block.
+        offsets: None (zeros), or (D, C) constants added before each ReLU.
+        chains: batch slices run as independent op sequences; default `parallel_chains()`.
+
+    Returns:
+        ψ_D, shape (N, H, W, C), where ψ_0 = inputs and ψ_{t+1} = relu(taps[t] ⋆ ψ_t + offsets[t])
+        with zero ("same") padding.
+    """
+    chains = chains or parallel_chains()
+    if offsets is None:
+        offsets = tf.zeros(tf.shape(taps)[::3], dtype=taps.dtype)  # (D, C)
 
     @tf.custom_gradient
-    def forward(psi, *params):
-        taps = params[0]
-        kernel = tf.tile(taps[..., None], [1, 1, batch, 1])  # (3, 3, N*C, 1), index n*C + c
-        pre = tf.nn.depthwise_conv2d(psi, kernel, _STRIDES, "SAME")
-        if len(params) == 2:
-            pre = pre + tf.tile(params[1], [batch])
-        out = tf.nn.relu(pre)
+    def run(inputs, taps, offsets):
+        shape = tf.shape(inputs)
+        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+        depth = taps.shape[0]
+        # Each chain gets n images; the batch is padded with `extra` zero images to chains * n
+        # (their outputs are dropped, so their upstream gradient, and all they add to the
+        # gradients, is exactly zero).
+        n = (batch + chains - 1) // chains
+        extra = chains * n - batch
+
+        def to_chains(x):
+            """(N, H, W, C) -> `chains` tensors (1, H, W, n*C), channel index i*C + c."""
+            x = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [1, height, width, batch * channels])
+            return tf.split(tf.pad(x, [[0, 0], [0, 0], [0, 0], [0, extra * channels]]), chains, axis=3)
+
+        def from_chains(parts):
+            x = tf.concat(parts, axis=3)[..., : batch * channels]
+            return tf.transpose(tf.reshape(x, [height, width, batch, channels]), [2, 0, 1, 3])
+
+        kernels = tf.unstack(tf.tile(taps[..., None], [1, 1, 1, n, 1]))  # per block: (3, 3, n*C, 1)
+        biases = tf.unstack(tf.tile(offsets, [1, n]))  # per block: (n*C,)
+        states = [[psi] for psi in to_chains(inputs)]
+        for t in range(depth):
+            for k in range(chains):
+                pre = tf.nn.depthwise_conv2d(states[k][t], kernels[t], _STRIDES, "SAME")
+                states[k].append(tf.nn.relu(tf.nn.bias_add(pre, biases[t])))
+        outputs = from_chains([s[-1] for s in states])
 
         def grad(upstream):
-            g = tf.raw_ops.ReluGrad(gradients=upstream, features=out)
-            d_psi = tf.nn.depthwise_conv2d(g, tf.reverse(kernel, [0, 1]), _STRIDES, "SAME")
-            d_kernel = tf.nn.depthwise_conv2d_backprop_filter(psi, tf.shape(kernel), g, _STRIDES, "SAME")
-            channels = tf.shape(taps)[-1]
-            grads = [d_psi, tf.reduce_sum(tf.reshape(d_kernel, [3, 3, batch, channels]), axis=2)]
-            if len(params) == 2:
-                grads.append(tf.reduce_sum(tf.reshape(g, [-1, channels]), axis=0))
-            return grads
+            g_psi = to_chains(upstream)
+            d_taps, d_offsets = [], []
+            for t in reversed(range(depth)):
+                for k in range(chains):
+                    g = tf.raw_ops.ReluGrad(gradients=g_psi[k], features=states[k][t + 1])
+                    d_kernel = tf.nn.depthwise_conv2d_backprop_filter(states[k][t], tf.shape(kernels[t]), g, _STRIDES, "SAME")
+                    d_taps.append(tf.reduce_sum(tf.reshape(d_kernel, [3, 3, n, channels]), axis=2))
+                    d_offsets.append(tf.reduce_sum(tf.reshape(g, [-1, channels]), axis=0))
+                    g_psi[k] = tf.nn.depthwise_conv2d(g, tf.reverse(kernels[t], [0, 1]), _STRIDES, "SAME")
+            d_inputs = from_chains(g_psi)  # TF prunes it when nothing upstream needs it (the images)
+            # Entry (D-1-t)*chains + k of the lists is block t, chain k: reverse, then sum the chains.
+            d_taps = tf.reduce_sum(tf.reshape(tf.stack(d_taps[::-1]), [depth, chains, 3, 3, channels]), axis=1)
+            d_offsets = tf.reduce_sum(tf.reshape(tf.stack(d_offsets[::-1]), [depth, chains, channels]), axis=1)
+            return d_inputs, d_taps, d_offsets
 
-        return out, grad
+        return outputs, grad
 
-    return forward(psi, *params)
-
-
-def stencil_stack(inputs, blocks):
-    """Apply depthwise stencil blocks in sequence to NHWC `inputs` on the batch-as-channels layout."""
-    shape = tf.shape(inputs)
-    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    psi = tf.reshape(tf.transpose(inputs, [1, 2, 0, 3]), [1, height, width, batch * channels])
-    for block in blocks:
-        offset = block.offset()
-        params = (block.taps(),) if offset is None else (block.taps(), tf.convert_to_tensor(offset))
-        psi = _stencil_relu(psi, batch, *params)
-    return tf.transpose(tf.reshape(psi, [height, width, batch, channels]), [2, 0, 1, 3])
+    return run(inputs, taps, offsets)

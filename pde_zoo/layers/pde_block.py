@@ -27,6 +27,22 @@ def taps_matrix(drift_scale):
     return m
 
 
+def stacked_taps(blocks):
+    """The taps of several built PDE blocks as one (D, 3, 3, C) tensor, in one batched matmul:
+
+        taps[t] = M_t u_t,   u_t = [1, α_t², σ_t², β_t, ρ_t, γ_t]  (6 x C),
+
+    M_t = `taps_matrix(blocks[t].drift_scale)`. `PDEBlock.taps()` is the case D = 1; a
+    `StencilStack` of PDE blocks builds all its kernels (and their gradients) with a few ops.
+    """
+    alpha, beta, sigma, rho, gamma = (
+        ops.stack([ops.reshape(ops.convert_to_tensor(getattr(b, n)), (-1,)) for b in blocks]) for n in COEFFICIENT_NAMES
+    )  # each (D, C)
+    u = ops.stack([ops.ones_like(alpha), alpha * alpha, sigma * sigma, beta, rho, gamma], axis=1)  # (D, 6, C)
+    matrices = ops.convert_to_tensor(np.stack([b._taps_matrix for b in blocks]), dtype=u.dtype)  # (D, 9, 6)
+    return ops.reshape(ops.matmul(matrices, u), (len(blocks), 3, 3, -1))
+
+
 @keras.saving.register_keras_serializable(package="pde_zoo")
 class PDEBlock(keras.layers.Layer):
     """One Euler step (Δt = Δx = Δy = 1) of a second-order PDE, then ReLU:
@@ -105,12 +121,7 @@ class PDEBlock(keras.layers.Layer):
 
     def taps(self):
         """The 3x3 correlation kernel of the linear update, identity included: shape (3, 3, C)."""
-        alpha, beta, sigma, rho, gamma = (
-            ops.reshape(ops.convert_to_tensor(getattr(self, n)), (-1,)) for n in COEFFICIENT_NAMES
-        )
-        u = ops.stack([ops.ones_like(alpha), alpha * alpha, sigma * sigma, beta, rho, gamma])
-        taps = ops.matmul(ops.convert_to_tensor(self._taps_matrix, dtype=u.dtype), u)
-        return ops.reshape(taps, (3, 3, -1))
+        return stacked_taps([self])[0]
 
     def offset(self):
         """The per-channel constant added before the ReLU: none for a PDE block."""

@@ -2,6 +2,8 @@
 
 import keras
 
+from pde_zoo.layers.pde_block import PDEBlock, stacked_taps
+
 BLOCK_PREFIX = "block"
 
 
@@ -43,10 +45,27 @@ class StencilStack(keras.layers.Layer):
         if self.uses_fast_path and self.blocks:
             from pde_zoo.layers._tf_stencil import stencil_stack
 
-            return stencil_stack(inputs, self.blocks)
+            return stencil_stack(inputs, *self.stencils())
         for block in self.blocks:
             inputs = block(inputs)
         return inputs
+
+    def stencils(self):
+        """(taps, offsets) of the depthwise blocks: taps (D, 3, 3, C), offsets (D, C) or None.
+
+        PDE blocks' taps are built together (`stacked_taps`, one matmul); an offset-free block
+        in a stack with offsets contributes zeros (adding 0 is exact).
+        """
+        if all(isinstance(b, PDEBlock) for b in self.blocks):
+            taps = stacked_taps(self.blocks)
+        else:
+            taps = keras.ops.stack([b.taps() for b in self.blocks])
+        offsets = [b.offset() for b in self.blocks]
+        if all(o is None for o in offsets):
+            return taps, None
+        offsets = [None if o is None else keras.ops.reshape(o, (-1,)) for o in offsets]
+        zeros = keras.ops.zeros_like(next(o for o in offsets if o is not None))
+        return taps, keras.ops.stack([zeros if o is None else o for o in offsets])
 
     def trajectory(self, inputs):
         """[ψ_0, ψ_1, ..., ψ_depth]: the input and every block's output (NumPy arrays)."""
