@@ -57,9 +57,9 @@ def main():
     times = {k: [] for k in keys}
     for r in range(args.repeats):
         for k in keys if r % 2 == 0 else reversed(keys):
-            times[k].append(bench.time_fit(models[k], ds) * bench.EPOCH_IMAGES / (bench.BATCH * args.steps))
+            times[k].append(bench.time_fit(models[k], ds)[0] * bench.EPOCH_IMAGES / bench.BATCH)
     epoch = {k: statistics.median(v) for k, v in times.items()}
-    lines = [f"pde2-{args.depth}, TF threads: {bench._threads_label(args.threads)}: seconds per 60k-image epoch (median of {args.repeats} alternating repeats of {args.steps} steps)"]
+    lines = [f"pde2-{args.depth}, TF threads: {bench._threads_label(args.threads)}: seconds per 60k-image epoch at the steady-state step rate (median of {args.repeats} alternating repeats of {args.steps} steps)"]
     lines += [f"  {k:14s} {epoch[k]:6.2f} s" for k in keys]
     lines.append(
         f"  => stencil forward+input grad {epoch['frozen-blocks'] - epoch['head-only']:.2f} s, coefficient grads "
