@@ -35,7 +35,7 @@ def set_threads(threads):
 
     Sets inter-op parallelism to `threads` and intra-op parallelism to 1. Measured on 2 cores
     (scripts/bench.py, benchmarks/): the zoo's ops are small, so splitting one op over threads
-    (TF's default intra-op = cores) costs more than it gains, pde2-50 trains ~1.7x slower
+    (TF's default intra-op = cores) costs more than it gains, pde2-50 trains ~1.9x slower
     under TF's defaults; instead the stencil stack runs one independent chain of ops per
     inter-op thread (`pde_zoo.layers._tf_stencil`). `pde-zoo train` uses all cores this way;
     `scripts/train_all.sh` trains two models at once with one thread each.
