@@ -206,8 +206,18 @@ def _tf_version():
 
 
 def export_saved_model(model, path):
-    """Export `model` as a SavedModel (endpoint `serve`) at `path`, atomically."""
-    atomic_save(path, lambda tmp: model.export(str(tmp), format="tf_saved_model", verbose=False))
+    """Export `model` as a SavedModel (endpoint `serve`) at `path`, atomically.
+
+    The graph is traced with standard TF ops only (not the zoo's C++ stencil op), so
+    TF-Serving and GPU machines load it with nothing but TensorFlow.
+    """
+    from pde_zoo.layers._tf_stencil import standard_ops_only
+
+    def export(tmp):
+        with standard_ops_only():
+            model.export(str(tmp), format="tf_saved_model", verbose=False)
+
+    atomic_save(path, export)
 
 
 def evaluate(model, data_dir=None, limit=None, batch_size=1024):

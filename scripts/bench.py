@@ -32,6 +32,7 @@ import tensorflow as tf  # noqa: E402
 
 import pde_zoo  # noqa: E402
 from pde_zoo.cli import add_threads_argument  # noqa: E402
+from pde_zoo.training import export_saved_model  # noqa: E402
 
 BATCH, INFER_BATCH, EPOCH_IMAGES = 128, 1024, 60000
 
@@ -133,7 +134,7 @@ def run(args):
             step = statistics.median(train[k])
             model = models[k]
             in_process = tf.function(lambda x, m=model: m(x, training=False))
-            model.export(f"{tmp}/{k}", format="tf_saved_model", verbose=False)
+            export_saved_model(model, f"{tmp}/{k}")  # what `pde-zoo train` ships: standard TF ops only
             loaded = tf.saved_model.load(f"{tmp}/{k}")  # keep a reference: .serve needs its variables
             row = {
                 "train_images_per_s": BATCH / step,

@@ -25,4 +25,7 @@ if needs_install; then
   echo "extras=$EXTRAS" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+# The C++ stencil op (pde_zoo/layers/stencil_op.cc), built once into the cache; without a
+# compiler pde_zoo warns and runs on standard TF ops (same numbers, slower), so never fatal.
+"$VENV/bin/python" -m pde_zoo.layers._native >/dev/null 2>&1 || echo "== note: C++ stencil op not built (no compiler?); using standard TF ops"
 export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"

@@ -91,13 +91,31 @@ def test_residual_conv_block_matches_numpy(channels, rng):
 
 @pytest.mark.parametrize("block_class", [PDE1Block, PDE2Block, ResidualConvBlock])
 @pytest.mark.parametrize("channels", [1, 2])
-@pytest.mark.parametrize("chains, batch", [(1, 5), (2, 5), (3, 2)])  # (3, 2): one chain gets no images
-def test_fast_stack_equals_block_by_block(block_class, channels, chains, batch, rng, monkeypatch):
-    """The fused TF path (batch-as-channels, parallel chains, hand-written gradient) == the keras.ops path,
-    values and gradients (input and weights)."""
-    from pde_zoo.layers import _tf_stencil
+@pytest.mark.parametrize(
+    "implementation, parallel, batch",
+    [
+        ("standard", 1, 5),
+        ("standard", 2, 5),
+        ("standard", 3, 2),  # one chain gets no images
+        ("native", 1, 5),
+        ("native", 3, 40),  # several lane groups, shared by three threads, plus padding lanes
+    ],
+)
+def test_fast_stack_equals_block_by_block(block_class, channels, implementation, parallel, batch, rng, monkeypatch):
+    """Both fused TF paths (the C++ op; standard ops on a batch-as-channels layout in parallel
+    chains), with their hand-written gradients, == the keras.ops path, values and gradients
+    (input and weights)."""
+    from pde_zoo.layers import _native, _tf_stencil
 
-    monkeypatch.setattr(_tf_stencil, "parallel_chains", lambda: chains)
+    if implementation == "native":
+        if _native.stencil_ops() is None:
+            pytest.skip("no C++ compiler here: the native op is not built")
+        monkeypatch.setattr(_tf_stencil, "worker_threads", lambda: parallel)
+        calls = []
+        monkeypatch.setattr(_tf_stencil, "_native_stack", lambda *a, f=_tf_stencil._native_stack: calls.append(1) or f(*a))
+    else:
+        monkeypatch.setattr(_tf_stencil, "parallel_chains", lambda: parallel)
+        monkeypatch.setattr(_tf_stencil, "stencil_ops", lambda: None)
     blocks = [block_class(name=f"b{t}") for t in range(4)]
     stack = StencilStack(blocks)
     x = tf.constant(rng.random((batch, 7, 9, channels)).astype("float32"))
@@ -120,6 +138,8 @@ def test_fast_stack_equals_block_by_block(block_class, channels, chains, batch, 
 
     y_fast, g_fast = loss_and_grads(stack)
     y_ref, g_ref = loss_and_grads(sequential)
+    if implementation == "native":
+        assert bool(calls) == stack.uses_fast_path
     np.testing.assert_allclose(y_fast.numpy(), y_ref.numpy(), atol=1e-5)
     for a, b in zip(g_fast, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=1e-4)

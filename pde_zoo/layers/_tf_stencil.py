@@ -1,6 +1,14 @@
-"""Fast TensorFlow kernel for a stack of depthwise 3x3 stencil blocks  ψ_{t+1} = relu(K_t ⋆ ψ_t + b_t).
+"""Fast TensorFlow kernels for a stack of depthwise 3x3 stencil blocks  ψ_{t+1} = relu(K_t ⋆ ψ_t + b_t).
 
-Measured on a 2-core CPU (scripts/bench.py, scripts/profile_pde.py):
+Two implementations, same numbers (tests hold both equal to the `keras.ops` path):
+- native: the C++ ops of `stencil_op.cc` (built on first use, `_native.py`), one op for the
+  forward pass of the whole stack and one for its backward pass, each vectorized over the
+  batch and split over the inter-op threads. Used for float32 on CPU;
+- standard TF ops (below), used when the native library cannot be built, for other dtypes,
+  with a GPU, and inside `standard_ops_only()` (SavedModel export, so the exported graph
+  needs nothing but TensorFlow).
+
+Measured for the standard-op path on a 2-core CPU (scripts/bench.py, scripts/profile_pde.py):
 - a oneDNN depthwise convolution costs ~20 µs per call whatever its size, so one call per
   image is slow. Moving the batch into the channel axis, (N, H, W, C) -> (1, H, W, N*C), and
   sharing the kernel across the batch (tiled N times) makes each convolution one large
@@ -17,14 +25,35 @@ Measured on a 2-core CPU (scripts/bench.py, scripts/profile_pde.py):
 Numerics equal the `keras.ops` path of each block (tests hold them equal).
 """
 
+import contextlib
 import os
 
 import tensorflow as tf
+
+from pde_zoo.layers._native import stencil_ops
 
 _STRIDES = [1, 1, 1, 1]
 
 
 MAX_CHAINS = 4
+LANE_MULTIPLE = 16  # the native op's lane count must be a multiple of its SIMD width (8 or 16)
+_standard_only = False
+
+
+@contextlib.contextmanager
+def standard_ops_only():
+    """Within this block, newly traced stacks use standard TF ops only (e.g. for SavedModel export)."""
+    global _standard_only
+    previous, _standard_only = _standard_only, True
+    try:
+        yield
+    finally:
+        _standard_only = previous
+
+
+def worker_threads():
+    """TF's inter-op thread count (0 means all cores)."""
+    return tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1
 
 
 def parallel_chains():
@@ -33,8 +62,14 @@ def parallel_chains():
     Measured on 2 cores and 2 inter-op threads (pde2-50, s/epoch at the steady-state step
     rate): 1 chain 6.8, 2 chains 6.0, 3 chains 8.4. More cores are untested; the cap keeps >= 32 images per chain at batch 128.
     """
-    threads = tf.config.threading.get_inter_op_parallelism_threads() or os.cpu_count() or 1
-    return max(1, min(threads, MAX_CHAINS))
+    return max(1, min(worker_threads(), MAX_CHAINS))
+
+
+def _native_ops(dtype):
+    """The native op module when it applies (float32, no GPU, not inside `standard_ops_only`)."""
+    if _standard_only or dtype != tf.float32 or tf.config.list_logical_devices("GPU"):
+        return None
+    return stencil_ops()
 
 
 def stencil_stack(inputs, taps, offsets=None, chains=None):
@@ -44,15 +79,63 @@ def stencil_stack(inputs, taps, offsets=None, chains=None):
         inputs: (N, H, W, C) float tensor.
         taps: (D, 3, 3, C) correlation kernels, identity included, one per block.
         offsets: None (zeros), or (D, C) constants added before each ReLU.
-        chains: batch slices run as independent op sequences; default `parallel_chains()`.
+        chains: standard-op path only: batch slices run as independent op sequences;
+            default `parallel_chains()`.
 
     Returns:
         ψ_D, shape (N, H, W, C), where ψ_0 = inputs and ψ_{t+1} = relu(taps[t] ⋆ ψ_t + offsets[t])
         with zero ("same") padding.
     """
-    chains = chains or parallel_chains()
     if offsets is None:
         offsets = tf.zeros(tf.shape(taps)[::3], dtype=taps.dtype)  # (D, C)
+    native = _native_ops(inputs.dtype)
+    if native is not None:
+        return _native_stack(native, inputs, taps, offsets)
+    return _standard_stack(inputs, taps, offsets, chains or parallel_chains())
+
+
+def _native_stack(native, inputs, taps, offsets):
+    """`stencil_stack` with the C++ ops: lanes = images x channels, padded to LANE_MULTIPLE."""
+    threads = worker_threads()
+
+    @tf.custom_gradient
+    def run(inputs, taps, offsets):
+        shape = tf.shape(inputs)
+        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+        depth = taps.shape[0]
+        lanes = batch * channels
+        pad = (-lanes) % LANE_MULTIPLE  # zero lanes: they stay zero and add nothing to any gradient
+
+        def to_lanes(x):  # (N, H, W, C) -> (H, W, N*C + pad), lane n*C + c
+            x = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [height, width, lanes])
+            return tf.pad(x, [[0, 0], [0, 0], [0, pad]])
+
+        def per_lane(a):  # (..., C) -> (..., N*C + pad): the same value for every image
+            a = tf.tile(a, tf.concat([tf.ones([tf.rank(a) - 1], tf.int32), [batch]], 0))
+            return tf.pad(a, [[0, 0]] * (len(a.shape) - 1) + [[0, pad]])
+
+        def lane_sum(a):  # (..., N*C + pad) -> (..., C): summed over the images
+            a = a[..., :lanes]
+            return tf.reduce_sum(tf.reshape(a, tf.concat([tf.shape(a)[:-1], [batch, channels]], 0)), axis=-2)
+
+        x, kernel, bias = to_lanes(inputs), per_lane(tf.reshape(taps, [depth, 9, -1])), per_lane(offsets)
+        states = native.pde_zoo_stencil_stack(x, kernel, bias, threads=threads)
+        outputs = tf.transpose(tf.reshape(states[-1][..., :lanes], [height, width, batch, channels]), [2, 0, 1, 3])
+
+        def grad(upstream):
+            d_x, d_kernel, d_bias = native.pde_zoo_stencil_stack_grad(
+                x, states, kernel, to_lanes(upstream), threads=threads
+            )
+            d_inputs = tf.transpose(tf.reshape(d_x[..., :lanes], [height, width, batch, channels]), [2, 0, 1, 3])
+            return d_inputs, tf.reshape(lane_sum(d_kernel), tf.shape(taps)), lane_sum(d_bias)
+
+        return outputs, grad
+
+    return run(inputs, taps, offsets)
+
+
+def _standard_stack(inputs, taps, offsets, chains):
+    """`stencil_stack` with standard TF ops: the batch split into `chains` op sequences."""
 
     @tf.custom_gradient
     def run(inputs, taps, offsets):

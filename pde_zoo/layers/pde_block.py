@@ -35,12 +35,13 @@ def stacked_taps(blocks):
     M_t = `taps_matrix(blocks[t].drift_scale)`. `PDEBlock.taps()` is the case D = 1; a
     `StencilStack` of PDE blocks builds all its kernels (and their gradients) with a few ops.
     """
+    depth = len(blocks)
     alpha, beta, sigma, rho, gamma = (
-        ops.stack([ops.reshape(ops.convert_to_tensor(getattr(b, n)), (-1,)) for b in blocks]) for n in COEFFICIENT_NAMES
-    )  # each (D, C)
+        ops.reshape(ops.stack([getattr(b, n).value for b in blocks]), (depth, -1)) for n in COEFFICIENT_NAMES
+    )  # each (D, C); one reshape per coefficient, not one per weight (the ops are the cost)
     u = ops.stack([ops.ones_like(alpha), alpha * alpha, sigma * sigma, beta, rho, gamma], axis=1)  # (D, 6, C)
     matrices = ops.convert_to_tensor(np.stack([b._taps_matrix for b in blocks]), dtype=u.dtype)  # (D, 9, 6)
-    return ops.reshape(ops.matmul(matrices, u), (len(blocks), 3, 3, -1))
+    return ops.reshape(ops.matmul(matrices, u), (depth, 3, 3, -1))
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")

@@ -1,0 +1,57 @@
+"""The C++ stencil op's build and fallback, and the SavedModel export that must not need it."""
+
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pde_zoo
+from pde_zoo import training
+from pde_zoo.layers import _native, _tf_stencil
+
+
+def test_build_reports_a_missing_compiler(tmp_path, monkeypatch):
+    monkeypatch.setattr(_native, "_compiler", lambda: None)
+    with pytest.raises(RuntimeError, match="no C\\+\\+ compiler found"):
+        _native.build(cache=tmp_path)
+
+
+def test_build_reports_compiler_errors_and_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError, match="compiling stencil_op.cc failed"):
+        _native.build(cache=tmp_path, compiler="false")  # a "compiler" that always fails
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unbuildable_op_warns_once_and_falls_back(monkeypatch):
+    def fail():
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(_native, "build", fail)
+    with pytest.warns(RuntimeWarning, match="using standard TF ops"):
+        assert _native.stencil_ops.__wrapped__() is None
+    monkeypatch.setenv("PDE_ZOO_NATIVE", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _native.stencil_ops.__wrapped__() is None
+
+
+def _traced_op_types(model):
+    """The op types of `model`'s forward graph, traced now (for any batch size)."""
+    traced = tf.function(lambda x: model(x)).get_concrete_function(tf.TensorSpec((None, 28, 28, 1)))
+    return {op.type for op in traced.graph.get_operations()}
+
+
+def test_training_graph_uses_the_op_and_the_export_does_not(tmp_path):
+    if _native.stencil_ops() is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    model = pde_zoo.build("pde2", 3)
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    assert "PdeZooStencilStack" in _traced_op_types(model)
+    training.export_saved_model(model, tmp_path / "sm")
+    assert b"PdeZoo" not in (tmp_path / "sm" / "saved_model.pb").read_bytes()
+    loaded = tf.saved_model.load(str(tmp_path / "sm"))
+    np.testing.assert_allclose(loaded.serve(images).numpy(), model(images).numpy(), atol=1e-6)
+    with _tf_stencil.standard_ops_only():
+        assert "PdeZooStencilStack" not in _traced_op_types(model)
+    assert "PdeZooStencilStack" in _traced_op_types(model), "the switch is scoped to its block"
