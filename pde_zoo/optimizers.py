@@ -31,14 +31,19 @@ class Adam(keras.optimizers.Adam):
         step = ops.cast(self.iterations + 1, "float32")
         lr = ops.cast(learning_rate, "float32")
         beta_1_power, beta_2_power = ops.power(self.beta_1, step), ops.power(self.beta_2, step)
-        self._step_scalars = (lr, beta_1_power, beta_2_power, lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power))
+        self._step_scalars = (
+            lr, beta_1_power, beta_2_power, lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power),
+            *(ops.convert_to_tensor(c, "float32") for c in (self.beta_1, self.beta_2, self.epsilon)),
+        )
         try:
             super()._backend_update_step(grads, trainable_variables, learning_rate)
         finally:
             del self._step_scalars
 
     def update_step(self, gradient, variable, learning_rate):
-        lr, beta_1_power, beta_2_power, alpha = (ops.cast(s, variable.dtype) for s in self._step_scalars)
+        lr, beta_1_power, beta_2_power, alpha, beta_1, beta_2, epsilon = (
+            ops.cast(s, variable.dtype) for s in self._step_scalars
+        )
         gradient = ops.cast(gradient, variable.dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]
@@ -47,10 +52,9 @@ class Adam(keras.optimizers.Adam):
 
             tf.raw_ops.ResourceApplyAdam(
                 var=variable.handle, m=m.handle, v=v.handle, beta1_power=beta_1_power, beta2_power=beta_2_power,
-                lr=lr, beta1=ops.cast(self.beta_1, variable.dtype), beta2=ops.cast(self.beta_2, variable.dtype),
-                epsilon=ops.cast(self.epsilon, variable.dtype), grad=gradient,
+                lr=lr, beta1=beta_1, beta2=beta_2, epsilon=epsilon, grad=gradient,
             )
             return
-        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - self.beta_1))
-        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - self.beta_2))
-        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), self.epsilon)))
+        self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
+        self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - beta_2))
+        self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), epsilon)))

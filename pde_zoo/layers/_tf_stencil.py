@@ -72,13 +72,15 @@ def _native_ops(dtype):
     return stencil_ops()
 
 
-def stencil_stack(inputs, taps, offsets=None, chains=None):
+def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None):
     """Apply D depthwise stencil blocks in sequence to NHWC `inputs`.
 
     Args:
         inputs: (N, H, W, C) float tensor.
         taps: (D, 3, 3, C) correlation kernels, identity included, one per block.
         offsets: None (zeros), or (D, C) constants added before each ReLU.
+        five_point: the corner taps are zero and do not depend on anything trained (PDE blocks):
+            the native op skips them, and reports their gradient as zero.
         chains: standard-op path only: batch slices run as independent op sequences;
             default `parallel_chains()`.
 
@@ -90,11 +92,11 @@ def stencil_stack(inputs, taps, offsets=None, chains=None):
         offsets = tf.zeros(tf.shape(taps)[::3], dtype=taps.dtype)  # (D, C)
     native = _native_ops(inputs.dtype)
     if native is not None:
-        return _native_stack(native, inputs, taps, offsets)
+        return _native_stack(native, inputs, taps, offsets, five_point)
     return _standard_stack(inputs, taps, offsets, chains or parallel_chains())
 
 
-def _native_stack(native, inputs, taps, offsets):
+def _native_stack(native, inputs, taps, offsets, five_point):
     """`stencil_stack` with the C++ ops: lanes = images x channels, padded to LANE_MULTIPLE."""
     threads = worker_threads()
 
@@ -118,16 +120,16 @@ def _native_stack(native, inputs, taps, offsets):
             a = a[..., :lanes]
             return tf.reduce_sum(tf.reshape(a, tf.concat([tf.shape(a)[:-1], [batch, channels]], 0)), axis=-2)
 
-        x, kernel, bias = to_lanes(inputs), per_lane(tf.reshape(taps, [depth, 9, -1])), per_lane(offsets)
-        states = native.pde_zoo_stencil_stack(x, kernel, bias, threads=threads)
-        outputs = tf.transpose(tf.reshape(states[-1][..., :lanes], [height, width, batch, channels]), [2, 0, 1, 3])
+        def from_lanes(x):  # (H, W, N*C + pad) -> (N, H, W, C)
+            return tf.transpose(tf.reshape(x[..., :lanes], [height, width, batch, channels]), [2, 0, 1, 3])
 
-        def grad(upstream):
-            d_x, d_kernel, d_bias = native.pde_zoo_stencil_stack_grad(
-                x, states, kernel, to_lanes(upstream), threads=threads
-            )
-            d_inputs = tf.transpose(tf.reshape(d_x[..., :lanes], [height, width, batch, channels]), [2, 0, 1, 3])
-            return d_inputs, tf.reshape(lane_sum(d_kernel), tf.shape(taps)), lane_sum(d_bias)
+        x, kernel, bias = to_lanes(inputs), per_lane(tf.reshape(taps, [depth, 9, -1])), per_lane(offsets)
+        attrs = {"threads": threads, "corners": not five_point}
+        outputs = from_lanes(native.pde_zoo_stencil_stack(x, kernel, bias, **attrs))
+
+        def grad(upstream):  # the op recomputes the states it needs (cheaper than keeping them)
+            d_x, d_kernel, d_bias = native.pde_zoo_stencil_stack_grad(x, kernel, bias, to_lanes(upstream), **attrs)
+            return from_lanes(d_x), tf.reshape(lane_sum(d_kernel), tf.shape(taps)), lane_sum(d_bias)
 
         return outputs, grad
 

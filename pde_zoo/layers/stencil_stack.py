@@ -46,7 +46,8 @@ class StencilStack(keras.layers.Layer):
         if self.uses_fast_path and self.blocks:
             from pde_zoo.layers._tf_stencil import stencil_stack
 
-            return stencil_stack(inputs, *self.stencils())
+            five_point = all(isinstance(b, PDEBlock) for b in self.blocks)
+            return stencil_stack(inputs, *self.stencils(), five_point=five_point)
         for block in self.blocks:
             inputs = block(inputs)
         return inputs
