@@ -13,11 +13,11 @@ class StencilStack(keras.layers.Layer):
 
     The blocks are ordinary layers (`PDE1Block`, `PDE2Block`, `ResidualConvBlock`, ...) kept
     in `self.blocks`; this layer only chooses how to run them. On the TensorFlow backend,
-    when every block is depthwise (`block.is_depthwise`), the whole stack runs as one op
-    sequence on a batch-as-channels layout with a hand-written gradient (`_tf_stencil.py`,
-    kernels from `stencils()`), several times faster on CPU than block-by-block calls;
-    otherwise (JAX, multi-channel c_ResNet) each block's own `keras.ops` call is used.
-    Both give the same numbers (tests hold them equal).
+    when every block is depthwise (`block.is_depthwise`), the whole stack runs as one fused
+    kernel with a hand-written gradient (`_tf_stencil.stencil_stack`: a C++ op, or standard TF
+    ops where that is unavailable; kernels from `stencils()`), several times faster on CPU
+    than block-by-block calls; otherwise (JAX, multi-channel c_ResNet) each block's own
+    `keras.ops` call is used. All give the same numbers (tests hold them equal).
 
     Args:
         blocks: list of block layers (or their serialized configs).
