@@ -33,12 +33,12 @@ HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "se
 def set_threads(threads):
     """Let TensorFlow run `threads` ops at once, each on one thread; None or 0 keeps TF's defaults.
 
-    Sets inter-op parallelism to `threads` and intra-op parallelism to 1. Measured on 2 cores
-    (scripts/bench.py, benchmarks/): the zoo's ops are small, so splitting one op over threads
-    (TF's default intra-op = cores) costs more than it gains, pde2-50 trains ~1.9x slower
-    under TF's defaults; instead the stencil stack runs one independent chain of ops per
-    inter-op thread (`pde_zoo.layers._tf_stencil`). `pde-zoo train` uses all cores this way;
-    `scripts/train_all.sh` trains two models at once with one thread each.
+    Sets inter-op parallelism to `threads` and intra-op parallelism to 1: the zoo's ops are
+    small, and the stencil op splits its own work over the inter-op threads
+    (`pde_zoo.layers._tf_stencil`). Measured on 2 cores (scripts/bench.py, benchmarks/):
+    pde2-50 3.2 s/epoch at 2 inter-op x 1 intra-op, 3.4 s under TF's defaults.
+    `pde-zoo train` uses all cores this way; `scripts/train_all.sh` trains two models at once
+    with one thread each.
     Must be called before TensorFlow runs any op.
     """
     import tensorflow as tf

@@ -5,8 +5,8 @@ Two implementations, same numbers (tests hold both equal to the `keras.ops` path
   forward pass of the whole stack and one for its backward pass, each vectorized over the
   batch and split over the inter-op threads. Used for float32 on CPU;
 - standard TF ops (below), used when the native library cannot be built, for other dtypes,
-  with a GPU, and inside `standard_ops_only()` (SavedModel export, so the exported graph
-  needs nothing but TensorFlow).
+  with a GPU, under XLA (`jit_compile=True` cannot compile a custom op), and inside
+  `standard_ops_only()` (SavedModel export, so the exported graph needs nothing but TensorFlow).
 
 Measured for the standard-op path on a 2-core CPU (scripts/bench.py, scripts/profile_pde.py):
 - a oneDNN depthwise convolution costs ~20 µs per call whatever its size, so one call per
@@ -65,9 +65,16 @@ def parallel_chains():
     return max(1, min(worker_threads(), MAX_CHAINS))
 
 
+def _in_xla_compilation():
+    """Whether ops traced now will be compiled by XLA (`tf.function(jit_compile=True)`)."""
+    from tensorflow.python.ops import control_flow_util  # TF-internal; no public equivalent
+
+    return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
+
+
 def _native_ops(dtype):
-    """The native op module when it applies (float32, no GPU, not inside `standard_ops_only`)."""
-    if _standard_only or dtype != tf.float32 or tf.config.list_logical_devices("GPU"):
+    """The native op module when it applies: float32, no GPU, no XLA, not in `standard_ops_only`."""
+    if _standard_only or dtype != tf.float32 or tf.config.list_logical_devices("GPU") or _in_xla_compilation():
         return None
     return stencil_ops()
 
