@@ -28,7 +28,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import pde_zoo  # noqa: E402
 from pde_zoo.cli import add_threads_argument  # noqa: E402
@@ -63,6 +62,8 @@ def cases(depths):
 
 
 def train_dataset(steps):
+    import tensorflow as tf
+
     rng = np.random.default_rng(0)
     x = rng.random((steps * BATCH, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, steps * BATCH)
@@ -77,8 +78,9 @@ class _StepClock(keras.callbacks.Callback):
         self.ends.append(time.perf_counter())
 
 
-def time_fit(model, ds):
-    """One `fit` epoch over `ds`: (steady-state seconds per step, wall seconds of the whole call).
+def time_fit(model, *data, **fit_kwargs):
+    """One `fit` epoch over `data` (a dataset, or arrays x, y with `batch_size=`): (steady-state
+    seconds per step, wall seconds of the whole call).
 
     Steady state runs from the end of the first step to the end of the last: the rate at which
     a 469-step epoch runs. The rest of a `fit` call (iterator set-up and teardown, epoch-end
@@ -87,7 +89,7 @@ def time_fit(model, ds):
     """
     clock = _StepClock()
     start = time.perf_counter()
-    model.fit(ds, epochs=1, verbose=0, callbacks=[clock])
+    model.fit(*data, epochs=1, verbose=0, callbacks=[clock], **fit_kwargs)
     wall = time.perf_counter() - start
     return (clock.ends[-1] - clock.ends[0]) / (len(clock.ends) - 1), wall
 
@@ -114,6 +116,8 @@ def memory_child(key):
 
 
 def run(args):
+    import tensorflow as tf
+
     keys = cases(args.depths)
     ds = train_dataset(args.steps)
     models = {k: make_model(k) for k in keys}
@@ -207,6 +211,8 @@ def main(argv=None):
     if args.memory_child:
         return memory_child(args.memory_child)
     results = run(args)
+    import tensorflow as tf
+
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "threads": threads_label(args.threads), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
