@@ -218,12 +218,23 @@ void ParallelTasks(OpKernelContext* ctx, int threads, int64 count, const std::fu
   return ::tensorflow::OkStatus();
 }
 
-class StencilStackOp : public OpKernel {
+// The attributes both ops share: `threads` (how many threads may share the lane groups) and
+// `corners` (false: a five-point stencil).
+class StencilOpBase : public OpKernel {
  public:
-  explicit StencilStackOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  explicit StencilOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("corners", &corners_));
   }
+
+ protected:
+  int threads_;
+  bool corners_;
+};
+
+class StencilStackOp : public StencilOpBase {
+ public:
+  using StencilOpBase::StencilOpBase;
 
   void Compute(OpKernelContext* ctx) override {
     Problem p;
@@ -238,18 +249,11 @@ class StencilStackOp : public OpKernel {
       (corners_ ? Forward<true>(p, l, grids) : Forward<false>(p, l, grids)).Scatter(y + l, p.lanes);
     });
   }
-
- private:
-  int threads_;
-  bool corners_;
 };
 
-class StencilStackGradOp : public OpKernel {
+class StencilStackGradOp : public StencilOpBase {
  public:
-  explicit StencilStackGradOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("corners", &corners_));
-  }
+  using StencilOpBase::StencilOpBase;
 
   void Compute(OpKernelContext* ctx) override {
     Problem p;
@@ -268,10 +272,6 @@ class StencilStackGradOp : public OpKernel {
       else Backward<false>(p, group * kLanes, up, dx, dk, db);
     });
   }
-
- private:
-  int threads_;
-  bool corners_;
 };
 
 }  // namespace
