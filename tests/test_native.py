@@ -69,3 +69,17 @@ def test_xla_compiled_step_falls_back_to_standard_ops():
 
     for a, b in zip(tf.function(loss_and_grads, jit_compile=True)(images), tf.function(loss_and_grads)(images)):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-6)
+
+
+def test_op_rejects_mismatched_shapes():
+    ops = _native.stencil_ops()
+    if ops is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    x, taps, offsets = tf.zeros([4, 4, 16]), tf.zeros([2, 9, 16]), tf.zeros([2, 16])
+    assert ops.pde_zoo_stencil_stack(x, taps, offsets).shape == (4, 4, 16)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of"):
+        ops.pde_zoo_stencil_stack(tf.zeros([4, 4, 10]), tf.zeros([2, 9, 10]), tf.zeros([2, 10]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="taps \\(D, 9, L\\)"):
+        ops.pde_zoo_stencil_stack(x, tf.zeros([2, 8, 16]), offsets)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="upstream"):
+        ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([4, 5, 16]))
