@@ -168,13 +168,17 @@ def run(args):
 def markdown(results, meta):
     lines = [
         f"Measured by `{meta['command']}` on {meta['machine']} ({meta['cpus']} CPUs), "
-        f"TF {meta['tensorflow']}, Keras {meta['keras']}, TF threads: {meta['threads']}; medians of {meta['repeats']} alternating repeats of {meta['steps']} "
+        f"TF {meta['tensorflow']}, Keras {meta['keras']}, TF threads: {meta['threads']}"
+        + (f", stencil stack on {meta['stencil_path']}" if "stencil_path" in meta else "")
+        + f"; medians of {meta['repeats']} alternating repeats of {meta['steps']} "
         "training steps at batch 128 (s / epoch = 469 steps at the steady-state step rate; the fixed cost of a `fit` call, paid once per epoch, is its own column); `ref` is the idiomatic Keras Conv2D + Add + ReLU c_ResNet (the control).",
         "",
         "| model | train img/s | s / 60k epoch | fit call overhead s | speed-up vs ref (same depth) | epoch / mlp epoch | infer img/s (model / SavedModel, batch 1024) | batch-1 latency p50/p95 ms (model) | (SavedModel) | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for k, r in results.items():
+    depths = sorted({int(k.rsplit("-", 1)[1]) for k in results} - {0})
+    for k in [k for k in cases(depths) if k in results]:  # the run's order (JSON stores keys sorted)
+        r = results[k]
         speed = f"{r['train_speedup_vs_ref']:.2f}x" if r["train_speedup_vs_ref"] else "–"
         rss = f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "–"
         lines.append(
@@ -215,12 +219,19 @@ def main(argv=None):
 
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
-        "keras": keras.__version__, "threads": threads_label(args.threads), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
+        "keras": keras.__version__, "threads": threads_label(args.threads), "stencil_path": stencil_path(), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
     }
     atomic_write_json(args.json, {"meta": meta, "results": results})
     _report(results, meta, args.readme, args.block)
+
+
+def stencil_path():
+    """Which implementation the fused stencil stack runs on here (`pde_zoo.layers._native`)."""
+    from pde_zoo.layers._native import stencil_ops
+
+    return "the C++ op" if stencil_ops() is not None else "standard TF ops (no C++ op: PDE_ZOO_NATIVE=0 or no compiler)"
 
 
 def threads_label(threads):

@@ -67,7 +67,8 @@ def markdown(results, meta):
         "| model | train img/s | s / 60k epoch | speed-up vs ref | epoch / mlp epoch | warm-up s |",
         "|---|---|---|---|---|---|",
     ]
-    for k, r in results.items():
+    for k in sorted(results, key=lambda k: (k != "mlp-0", not k.startswith("ref-"), k)):  # mlp, ref, the rest
+        r = results[k]
         vs_ref = f"{results[ref]['train_s_per_epoch'] / r['train_s_per_epoch']:.2f}x" if ref and k != "mlp-0" else "–"
         vs_mlp = f"{r['train_s_per_epoch'] / mlp['train_s_per_epoch']:.1f}x" if mlp else "–"
         lines.append(
