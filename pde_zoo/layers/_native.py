@@ -53,14 +53,18 @@ def build(cache=None, compiler=None):
     if not compiler:
         raise RuntimeError("no C++ compiler found; install g++ (Debian: apt install g++) or set $CXX")
     cache = Path(cache or cache_dir() / "ops")
-    errors = []
+    common = [SOURCE.read_text(), tf.__version__, compiler, _cpu_signature()]
+    candidates = []  # (arch flags, full flags, library path), in order of preference
     for arch in ARCH_FLAGS:
         flags = ["-shared", "-fPIC", "-O3", "-w", *arch, *tf.sysconfig.get_compile_flags()]
-        key = "\n".join([SOURCE.read_text(), tf.__version__, compiler, *flags, _cpu_signature()])
-        path = cache / f"stencil_op-{hashlib.sha256(key.encode()).hexdigest()[:16]}.so"
-        if path.exists():
-            return path
-        cache.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256("\n".join(common + flags).encode()).hexdigest()[:16]
+        candidates.append((arch, flags, cache / f"stencil_op-{key}.so"))
+    built = [path for _, _, path in candidates if path.exists()]
+    if built:  # an earlier build, even with fallback flags: never retry a compile that failed
+        return built[0]
+    cache.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for arch, flags, path in candidates:
         fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
         command = [compiler, *flags, str(SOURCE), "-o", tmp, *tf.sysconfig.get_link_flags()]
