@@ -46,11 +46,15 @@ class StencilStack(keras.layers.Layer):
         if self.uses_fast_path and self.blocks:
             from pde_zoo.layers._tf_stencil import stencil_stack
 
-            five_point = all(isinstance(b, PDEBlock) for b in self.blocks)
-            return stencil_stack(inputs, *self.stencils(), five_point=five_point)
+            return stencil_stack(inputs, *self.stencils(), five_point=self._pde_blocks_only)
         for block in self.blocks:
             inputs = block(inputs)
         return inputs
+
+    @property
+    def _pde_blocks_only(self):
+        """All blocks are PDE blocks: five-point kernels (corner taps always 0), built together."""
+        return all(isinstance(b, PDEBlock) for b in self.blocks)
 
     def stencils(self):
         """(taps, offsets) of the depthwise blocks: taps (D, 3, 3, C), offsets (D, C) or None.
@@ -58,7 +62,7 @@ class StencilStack(keras.layers.Layer):
         PDE blocks' taps are built together (`stacked_taps`, one matmul); an offset-free block
         in a stack with offsets contributes zeros (adding 0 is exact).
         """
-        if all(isinstance(b, PDEBlock) for b in self.blocks):
+        if self._pde_blocks_only:
             taps = stacked_taps(self.blocks)
         else:
             taps = keras.ops.stack([b.taps() for b in self.blocks])
