@@ -5,7 +5,8 @@ off, side by side in one process (alternating repeats, medians), on MNIST-shaped
   keras-adam     the recipe with keras.optimizers.Adam
   zoo-adam       the recipe with pde_zoo.optimizers.Adam (what `compile_model` uses)
   sgd            plain SGD: what Adam's per-variable updates of the 250 scalars cost
-  frozen-blocks  blocks not trainable: forward + input-gradient of the stencils only
+  frozen-blocks  blocks not trainable: the stencil forward pass only (no gradient enters the
+                 stack: its input is the image and its weights are frozen)
   head-only      the mlp: Flatten + 3 Dense layers (the floor)
 
   python scripts/profile_pde.py [--threads 2] [--steps 30] [--repeats 4] [--json out.json]
