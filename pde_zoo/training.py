@@ -166,7 +166,8 @@ def train(
         keras.callbacks.BackupAndRestore(str(out / "backup")),
         *callbacks,
     ]
-    model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset.
+    model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
     history = read_history(out / "history.csv")
     test_loss, test_acc = evaluate(model, data_dir, test_limit)
     atomic_save(out / "model.keras", model.save)
@@ -208,14 +209,12 @@ def _tf_version():
 def export_saved_model(model, path):
     """Export `model` as a SavedModel (endpoint `serve`) at `path`, atomically.
 
-    The graph is traced with standard TF ops only (not the zoo's C++ stencil op), so
-    TF-Serving and GPU machines load it with nothing but TensorFlow.
+    Inference graphs hold standard TF ops only (the zoo's C++ stencil op runs in training
+    steps alone), so TF-Serving and GPU machines load it with nothing but TensorFlow.
     """
-    from pde_zoo.layers._tf_stencil import standard_ops_only
 
     def export(tmp):
-        with standard_ops_only():
-            model.export(str(tmp), format="tf_saved_model", verbose=False)
+        model.export(str(tmp), format="tf_saved_model", verbose=False)
 
     atomic_save(path, export)
 
@@ -232,9 +231,13 @@ def evaluate(model, data_dir=None, limit=None, batch_size=1024):
 def predict(model_or_spec, images):
     """Class probabilities (N, num_classes) for float32 images in [0, 1] of the model's input shape.
 
-    `model_or_spec` is a keras.Model or anything `pde_zoo.load` accepts. Bad images raise one
-    ValueError naming the problem and the fix (see `pde_zoo.data.validate_images`).
+    `model_or_spec` is a keras.Model or anything `pde_zoo.load` accepts. Bad images (wrong
+    shape or dtype, values outside [0, 1], NaN or Inf) raise one ValueError naming the problem
+    and the fix (see `pde_zoo.data.validate_images`). An empty batch (N = 0) gives an empty
+    float32 array of shape (0, num_classes).
     """
     model = model_or_spec if isinstance(model_or_spec, keras.Model) else pde_zoo.load(model_or_spec, compile=False)
     images = data_lib.validate_images(images, tuple(model.input_shape[1:]))
+    if not len(images):  # keras's predict fails on an empty batch
+        return np.zeros((0, *model.output_shape[1:]), "float32")
     return np.asarray(model.predict(images, verbose=0))

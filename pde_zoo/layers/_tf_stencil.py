@@ -5,8 +5,9 @@ Two implementations, same numbers (tests hold both equal to the `keras.ops` path
   forward pass of the whole stack and one for its backward pass, each vectorized over the
   batch and split over the inter-op threads. Used for float32 on CPU;
 - standard TF ops (below), used when the native library cannot be built, for other dtypes,
-  with a GPU, under XLA (`jit_compile=True` cannot compile a custom op), and inside
-  `standard_ops_only()` (SavedModel export, so the exported graph needs nothing but TensorFlow).
+  with a GPU, under XLA (`jit_compile=True` cannot compile a custom op), and whenever the
+  caller does not ask for the native op (`native=False`: `StencilStack` asks only for training
+  steps, so inference graphs, and every SavedModel, hold nothing but standard TF ops).
 
 Measured for the standard-op path on a 2-core CPU (scripts/bench.py, scripts/profile_pde.py):
 - a oneDNN depthwise convolution costs ~20 µs per call whatever its size, so one call per
@@ -25,7 +26,6 @@ Measured for the standard-op path on a 2-core CPU (scripts/bench.py, scripts/pro
 Numerics equal the `keras.ops` path of each block (tests hold them equal).
 """
 
-import contextlib
 import os
 
 import tensorflow as tf
@@ -37,18 +37,6 @@ _STRIDES = [1, 1, 1, 1]
 
 MAX_CHAINS = 4
 LANE_MULTIPLE = 16  # the native op's lane count must be a multiple of its SIMD width (8 or 16)
-_standard_only = False
-
-
-@contextlib.contextmanager
-def standard_ops_only():
-    """Within this block, newly traced stacks use standard TF ops only (e.g. for SavedModel export)."""
-    global _standard_only
-    previous, _standard_only = _standard_only, True
-    try:
-        yield
-    finally:
-        _standard_only = previous
 
 
 def worker_threads():
@@ -72,14 +60,21 @@ def _in_xla_compilation():
     return control_flow_util.GraphOrParentsInXlaContext(tf.compat.v1.get_default_graph())
 
 
+def _in_save_context():
+    """Whether `tf.saved_model.save` is tracing functions now."""
+    from tensorflow.python.saved_model import save_context  # TF-internal; no public equivalent
+
+    return save_context.in_save_context()
+
+
 def _native_ops(dtype):
-    """The native op module when it applies: float32, no GPU, no XLA, not in `standard_ops_only`."""
-    if _standard_only or dtype != tf.float32 or tf.config.list_logical_devices("GPU") or _in_xla_compilation():
+    """The native op module when it applies: float32, no GPU, no XLA, no SavedModel being written."""
+    if dtype != tf.float32 or tf.config.list_logical_devices("GPU") or _in_xla_compilation() or _in_save_context():
         return None
     return stencil_ops()
 
 
-def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None):
+def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None, native=False):
     """Apply D depthwise stencil blocks in sequence to NHWC `inputs`.
 
     Args:
@@ -90,6 +85,8 @@ def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None):
             the native op skips them, and reports their gradient as zero.
         chains: standard-op path only: batch slices run as independent op sequences;
             default `parallel_chains()`.
+        native: use the C++ ops where they apply (see `_native_ops`). Only for graphs that are
+            never serialized: a graph holding them loads only where the op library is loaded.
 
     Returns:
         ψ_D, shape (N, H, W, C), where ψ_0 = inputs and ψ_{t+1} = relu(taps[t] ⋆ ψ_t + offsets[t])
@@ -97,7 +94,7 @@ def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None):
     """
     if offsets is None:
         offsets = tf.zeros(tf.shape(taps)[::3], dtype=taps.dtype)  # (D, C)
-    native = _native_ops(inputs.dtype)
+    native = _native_ops(inputs.dtype) if native else None
     if native is not None:
         return _native_stack(native, inputs, taps, offsets, five_point)
     return _standard_stack(inputs, taps, offsets, chains or parallel_chains())

@@ -42,11 +42,13 @@ class StencilStack(keras.layers.Layer):
         """True when `call` runs the fused TensorFlow kernel."""
         return keras.backend.backend() == "tensorflow" and all(b.is_depthwise for b in self.blocks)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
         if self.uses_fast_path and self.blocks:
             from pde_zoo.layers._tf_stencil import stencil_stack
 
-            return stencil_stack(inputs, *self.stencils(), five_point=self._pde_blocks_only)
+            # The C++ op only in training steps: inference graphs (predict, evaluate, every
+            # SavedModel route) hold standard TF ops alone, so any TensorFlow serves them.
+            return stencil_stack(inputs, *self.stencils(), five_point=self._pde_blocks_only, native=bool(training))
         for block in self.blocks:
             inputs = block(inputs)
         return inputs
