@@ -60,13 +60,32 @@ def _cmd_export(args):
 
 
 def _cmd_results(args):
-    from pde_zoo import results
+    from pathlib import Path
+
+    from pde_zoo import pretrained, results
 
     rows = results.write_results_csv(args.models_dir)
     print(f"{args.models_dir}/results.csv: {len(rows)} models")
     if args.readme:
         results.update_readme(args.readme, rows, args.models_dir)
         print(f"results table written into {args.readme}")
+    if Path(args.models_dir).resolve() == pretrained.CHECKOUT_MODELS:  # the models the package ships a manifest of
+        _cmd_manifest(argparse.Namespace(models_dir=args.models_dir, check=False))
+
+
+def _cmd_manifest(args):
+    from pde_zoo import pretrained
+
+    models_dir = args.models_dir or pretrained.CHECKOUT_MODELS
+    if args.check:
+        stale = pretrained.manifest_differences(models_dir)
+        if stale:
+            raise ValueError(f"{pretrained.MANIFEST_PATH} does not match {models_dir}; run `{pretrained.MANIFEST_COMMAND}`:\n  " + "\n  ".join(stale))
+        print(f"{pretrained.MANIFEST_PATH} matches {models_dir}")
+        return
+    models = pretrained.write_manifest(models_dir)["models"]
+    files = [info for entry in models.values() for info in entry["files"].values()]
+    print(f"{pretrained.MANIFEST_PATH}: {len(models)} models, {len(files)} files, {sum(f['size'] for f in files) / 1e6:.1f} MB (from {models_dir})")
 
 
 def _cmd_tune(args):
@@ -135,7 +154,7 @@ def make_parser():
 
     p = sub.add_parser("list", help="list registered models (or pretrained ones)")
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'pde*'")
-    p.add_argument("--pretrained", action="store_true", help="list the models in saved_models/")
+    p.add_argument("--pretrained", action="store_true", help="list the pretrained models (on this machine and in the package's manifest)")
     p.add_argument("--sweep", action="store_true", help="print the thesis sweep as NAME-DEPTH words")
     p.set_defaults(func=_cmd_list)
 
@@ -219,14 +238,21 @@ def make_parser():
     p.add_argument("--models-dir", default="saved_models")
     p.add_argument("--readme", default=None, help="README.md whose results block to regenerate")
     p.set_defaults(func=_cmd_results)
+
+    p = sub.add_parser("manifest", help="regenerate pde_zoo/pretrained_manifest.json (files, sha256, sizes) from saved_models/")
+    p.add_argument("--models-dir", default=None, help="default: the source checkout's saved_models/")
+    p.add_argument("--check", action="store_true", help="only compare; exit status 2 when the manifest is stale")
+    p.set_defaults(func=_cmd_manifest)
     return parser
 
 
 def main(argv=None):
+    from pde_zoo.pretrained import DownloadError
+
     args = make_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, DownloadError) as err:
         print(f"pde-zoo {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,37 +1,17 @@
 """`pde_zoo.load(spec)`: a pretrained name ("pde2-50"), a `.keras` file, a run directory or a SavedModel."""
 
 import json
-import os
 from pathlib import Path
 
 import keras
 
-PRETRAINED_ENV = "PDE_ZOO_MODELS"
-
-
-def pretrained_dir():
-    """Where pretrained models live: `$PDE_ZOO_MODELS`, default the repository's saved_models/."""
-    return Path(os.environ.get(PRETRAINED_ENV, Path(__file__).resolve().parent.parent / "saved_models"))
-
-
-def list_pretrained():
-    """Sorted names of the pretrained models (directories with a card.json and a model.keras)."""
-    root = pretrained_dir()
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "card.json").is_file() and (p / "model.keras").is_file())
+from pde_zoo.pretrained import list_pretrained  # noqa: F401  (re-exported)
+from pde_zoo.pretrained import resolve as _pretrained_path
 
 
 def pretrained_card(name):
     """The card.json of a pretrained model, as a dict."""
     return json.loads((_pretrained_path(name) / "card.json").read_text())
-
-
-def _pretrained_path(name):
-    if name not in list_pretrained():
-        available = ", ".join(list_pretrained()) or "none yet (run scripts/train_all.sh)"
-        raise ValueError(f"Unknown model {name!r}: not a file or directory, and not a pretrained name. Available pretrained models: {available}.")
-    return pretrained_dir() / name
 
 
 def load_keras_file(path, compile=True):
@@ -60,7 +40,8 @@ def load_saved_model(path):
 def load(spec, compile=True):
     """Load a model from `spec`:
 
-    - a pretrained name from `saved_models/` (`list_pretrained()`), e.g. "pde2-50";
+    - a pretrained name (`list_pretrained()`), e.g. "pde2-50": from `$PDE_ZOO_MODELS`, the source
+      checkout's saved_models/ or the download cache (`pde_zoo.pretrained`);
     - a `.keras` file;
     - a run directory (holding model.keras);
     - a SavedModel directory (returned as an inference-only model around `TFSMLayer`).

@@ -74,7 +74,7 @@ def test_unknown_spec_lists_pretrained(tmp_path, monkeypatch):
     (tmp_path / "pde2-5").mkdir()
     (tmp_path / "pde2-5" / "card.json").write_text("{}")
     (tmp_path / "pde2-5" / "model.keras").write_text("")
-    with pytest.raises(ValueError, match=r"Unknown model 'pde9-1'.*Available pretrained models: pde2-5"):
+    with pytest.raises(ValueError, match=r"(?s)Unknown model 'pde9-1'.*\$PDE_ZOO_MODELS: [^\n]*: pde2-5\n.*Available pretrained models: .*pde2-5"):
         pde_zoo.load("pde9-1")
 
 

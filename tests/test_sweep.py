@@ -56,8 +56,9 @@ def test_pretrained_name_loads_and_unknown_lists(tiny_sweep, monkeypatch):
     monkeypatch.setenv("PDE_ZOO_MODELS", str(out))
     model = pde_zoo.load("pde2-5")
     assert model.name == "pde2-5"
-    with pytest.raises(ValueError, match="Available pretrained models: mlp-0, pde2-5"):
+    with pytest.raises(ValueError) as info:
         pde_zoo.load("pde2-51")
+    assert f"$PDE_ZOO_MODELS: {out}: mlp-0, pde2-5\n" in str(info.value)
 
 
 def test_figures_from_cards(tiny_sweep, tmp_path):
