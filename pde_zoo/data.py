@@ -251,7 +251,7 @@ def make_dataset(images, labels, batch_size=128, shuffle=False, seed=0):
 
 
 def validate_images(images, input_shape=(28, 28, 1)):
-    """Check a batch of images for a model: float32, shape (N, *input_shape), values in [0, 1].
+    """Check a batch of images for a model: float32, shape (N, *input_shape), finite values in [0, 1].
 
     Returns the array; raises ValueError naming the problem and the fix.
     """
@@ -261,6 +261,9 @@ def validate_images(images, input_shape=(28, 28, 1)):
     if images.dtype != np.float32:
         hint = " (uint8 pixels: use images.astype('float32') / 255)" if images.dtype == np.uint8 else " (use images.astype('float32'))"
         raise ValueError(f"images must be float32 in [0, 1]. Received: dtype={images.dtype}{hint}.")
+    finite = np.isfinite(images)
+    if not finite.all():
+        raise ValueError(f"images must be finite. Received: {images.size - int(finite.sum())} NaN or Inf pixel(s) (first at index {tuple(int(i) for i in np.argwhere(~finite)[0])}); replace them, e.g. np.nan_to_num(images, nan=0.0, posinf=1.0, neginf=0.0).")
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise ValueError(f"images must lie in [0, 1]. Received: range [{images.min()}, {images.max()}]; divide 0-255 pixels by 255.")
     return images

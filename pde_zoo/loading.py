@@ -1,6 +1,9 @@
 """`pde_zoo.load(spec)`: a pretrained name ("pde2-50"), a `.keras` file, a run directory or a SavedModel."""
 
 import json
+import re
+import zipfile
+import zlib
 from pathlib import Path
 
 import keras
@@ -15,13 +18,27 @@ def pretrained_card(name):
 
 
 def load_keras_file(path, compile=True):
-    """`keras.saving.load_model`, with a clear error for a corrupt or truncated file."""
+    """`keras.saving.load_model`, with a ValueError naming the cause: the file is missing, is not a
+    complete .keras (zip) archive, or uses a custom class that is not registered."""
     import pde_zoo.layers  # noqa: F401  (registers the custom layers)
 
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path} not found: pass the path of an existing .keras file.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad_member = archive.testzip()  # reads every member, checking its CRC
+    except (zipfile.BadZipFile, EOFError, OSError, zlib.error) as err:
+        bad_member = f"{type(err).__name__}: {err}"
+    if bad_member is not None:
+        raise ValueError(f"{path} is not a valid .keras archive (truncated or corrupt): {bad_member}. Copy or download it again, re-export it (`pde-zoo export`) or retrain it.")
     try:
         return keras.saving.load_model(path, compile=compile)
     except Exception as err:
-        raise ValueError(f"Could not load {path} as a .keras model ({type(err).__name__}: {err}). The file may be corrupt or truncated; re-export it (`pde-zoo export`) or retrain it.") from err
+        unregistered = re.search(r"Could not locate class '([^']+)'", str(err))
+        if unregistered:
+            raise ValueError(f"{path} uses the custom class {unregistered[1]!r}, which is not registered with Keras: import the module that defines it (decorated with `@keras.saving.register_keras_serializable()`) before loading.") from err
+        raise ValueError(f"Could not load {path} as a .keras model ({type(err).__name__}: {err}).") from err
 
 
 def load_saved_model(path):
@@ -56,7 +73,7 @@ def load(spec, compile=True):
         if (path / "saved_model.pb").is_file():
             return load_saved_model(path)
         raise ValueError(f"{path} holds neither model.keras nor saved_model.pb; pass a .keras file, a run directory or a SavedModel directory.")
-    if path.is_file():
+    if path.is_file() or path.suffix == ".keras":  # a missing .keras file: "not found"
         if path.suffix != ".keras":
             raise ValueError(f"{path} is not a .keras file; pass a .keras file, a run directory or a SavedModel directory.")
         return load_keras_file(path, compile)

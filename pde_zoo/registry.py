@@ -37,12 +37,16 @@ _REGISTRY = {}
 
 
 def register_model(name, *, sweep_depths=THESIS_DEPTHS, default_depth=5, description=""):
-    """Decorator: register `fn(depth, **options) -> keras.Model` under `name`. Names are unique."""
+    """Decorator: register `fn(depth, **options) -> keras.Model` under `name`. Names are unique.
+
+    `description` defaults to the first line of `fn`'s docstring, or "" when it has none.
+    """
 
     def decorator(fn):
         if name in _REGISTRY:
             raise ValueError(f"Model name {name!r} is already registered; choose another name.")
-        _REGISTRY[name] = ModelSpec(name, fn, tuple(sweep_depths), default_depth, description or (fn.__doc__ or "").strip().splitlines()[0])
+        summary = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
+        _REGISTRY[name] = ModelSpec(name, fn, tuple(sweep_depths), default_depth, summary)
         return fn
 
     return decorator

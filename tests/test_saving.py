@@ -65,7 +65,7 @@ def test_load_run_directory(trained_like):
 def test_corrupt_keras_file(tmp_path):
     bad = tmp_path / "broken.keras"
     bad.write_bytes(b"PK\x03\x04 this is not a zip archive")
-    with pytest.raises(ValueError, match="corrupt or truncated"):
+    with pytest.raises(ValueError, match=r"not a valid \.keras archive \(truncated or corrupt\)"):
         pde_zoo.load(bad)
 
 

@@ -14,6 +14,8 @@ from pde_zoo import figures, results, tuning
 
 ROOT = Path(__file__).resolve().parent.parent
 
+pytestmark = pytest.mark.slow  # real training runs: train_all.sh (two models) and a tuner search
+
 
 @pytest.fixture(scope="module")
 def tiny_sweep(tmp_path_factory):

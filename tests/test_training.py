@@ -57,6 +57,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill after the first epoch")
 
 
+@pytest.mark.slow  # four training runs
 def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     kwargs = dict(epochs=2, train_limit=1000, test_limit=300, verbose=0)
     with pytest.raises(KeyboardInterrupt):
