@@ -20,6 +20,10 @@ import pde_zoo
 from pde_zoo import cli, training
 
 SMALL_DEPTH = {"mlp": 0}  # every other model: depth 2
+# Exporting an adaptive solver traces its loops and their adjoint gradients (~1 min a model on
+# 2 cores): these run with the slow tests (CI runs them).
+SLOW = {"odenet", "pde1ode", "pde2ode"}
+MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in pde_zoo.list_models()]
 
 SERVE_WITH_PLAIN_TF = """
 import json, sys
@@ -53,7 +57,7 @@ def _routes(model, root):
     return paths
 
 
-@pytest.mark.parametrize("name", pde_zoo.list_models())
+@pytest.mark.parametrize("name", MODELS)
 def test_every_route_serves_on_plain_tensorflow(name, tmp_path):
     depth = SMALL_DEPTH.get(name, 2)
     rng = np.random.default_rng(0)

@@ -47,15 +47,17 @@ def test_options():
 
 
 def test_list_models_pattern():
-    assert pde_zoo.list_models() == ["mlp", "pde1", "pde2", "resnet"]
-    assert pde_zoo.list_models("pde*") == ["pde1", "pde2"]
+    assert {"mlp", "pde1", "pde2", "resnet", "pde1ode", "pde2ode", "odenet"} <= set(pde_zoo.list_models())
+    assert pde_zoo.list_models("pde?") == ["pde1", "pde2"]
+    assert pde_zoo.list_models("*ode*") == ["odenet", "pde1ode", "pde2ode"]
     assert pde_zoo.list_models("nothing*") == []
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "pde3"}, "Unknown model 'pde3'. Known models: mlp, pde1, pde2, resnet"),
+        ({"name": "pde3"}, "Unknown model 'pde3'. Known models: mlp, odenet, pde1, pde1ode, pde2"),
+        ({"name": "pde2ode", "depth": 0}, "depth must be >= 1"),
         ({"name": "pde2", "depth": -1}, "non-negative integer"),
         ({"name": "pde2", "depth": 2.5}, "non-negative integer"),
         ({"name": "pde2", "depth": True}, "non-negative integer"),

@@ -11,12 +11,11 @@ class PDE1Block(PDEBlock):
 
         ψ ← relu( ψ + α²/2 Dxx ψ + β Dx ψ + σ²/2 Dyy ψ + ρ Dy ψ + γ ψ )
 
-    A `PDEBlock` with `drift_scale = 1`; see `PDEBlock` for arguments and weights.
+    A `PDEBlock` with `drift_scale` fixed to 1 (`FIXED_DRIFT_SCALE`): any other value raises
+    ValueError and `get_config` leaves it out. See `PDEBlock` for arguments and weights.
 
     Example:
     >>> y = pde_zoo.layers.PDE1Block()(np.zeros((1, 28, 28, 1), "float32"))
     """
 
-    def __init__(self, **kwargs):
-        kwargs.pop("drift_scale", None)
-        super().__init__(drift_scale=1.0, **kwargs)
+    FIXED_DRIFT_SCALE = 1.0

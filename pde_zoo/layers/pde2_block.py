@@ -11,12 +11,11 @@ class PDE2Block(PDEBlock):
 
         ψ ← relu( ψ + α²/2 Dxx ψ - β/8 Dx ψ + σ²/2 Dyy ψ - ρ/8 Dy ψ + γ ψ )
 
-    A `PDEBlock` with `drift_scale = -1/8`; see `PDEBlock` for arguments and weights.
+    A `PDEBlock` with `drift_scale` fixed to -1/8 (`FIXED_DRIFT_SCALE`): any other value raises
+    ValueError and `get_config` leaves it out. See `PDEBlock` for arguments and weights.
 
     Example:
     >>> y = pde_zoo.layers.PDE2Block()(np.zeros((1, 28, 28, 1), "float32"))
     """
 
-    def __init__(self, **kwargs):
-        kwargs.pop("drift_scale", None)
-        super().__init__(drift_scale=-0.125, **kwargs)
+    FIXED_DRIFT_SCALE = -0.125

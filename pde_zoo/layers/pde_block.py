@@ -4,10 +4,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from pde_zoo.layers.residual_block import ResidualBlock
+
 COEFFICIENT_NAMES = ("alpha", "beta", "sigma", "rho", "gamma")
 
 
-def taps_matrix(drift_scale):
+def taps_matrix(drift_scale, identity=True):
     """The linear map M (9 x 6) from u = [1, α², σ², β, ρ, γ] to the 3x3 correlation taps.
 
     taps[3*r + c] = sum_k M[3*r + c, k] u[k], where (r, c) = (1 + dy, 1 + dx) and
@@ -17,9 +19,10 @@ def taps_matrix(drift_scale):
         centre (0, 0):  1 + γ - α² - σ²
         east  (0, +1):  α²/2 + s β/2        west  (0, -1):  α²/2 - s β/2
         south (+1, 0):  σ²/2 + s ρ/2        north (-1, 0):  σ²/2 - s ρ/2
+    With `identity=False` the leading ψ is left out: the taps of the PDE operator L alone.
     """
     m = np.zeros((9, 6), dtype="float32")
-    m[4] = [1.0, -1.0, -1.0, 0.0, 0.0, 1.0]
+    m[4] = [float(identity), -1.0, -1.0, 0.0, 0.0, 1.0]
     m[5] = [0.0, 0.5, 0.0, 0.5 * drift_scale, 0.0, 0.0]
     m[3] = [0.0, 0.5, 0.0, -0.5 * drift_scale, 0.0, 0.0]
     m[7] = [0.0, 0.0, 0.5, 0.0, 0.5 * drift_scale, 0.0]
@@ -27,41 +30,100 @@ def taps_matrix(drift_scale):
     return m
 
 
+def coefficient_taps(alpha, beta, sigma, rho, gamma, matrices):
+    """Taps of D coefficient sets in one batched matmul: taps[t] = M_t u_t, with
+    u_t = [1, α_t², σ_t², β_t, ρ_t, γ_t] (6 x C) and M_t = `matrices[t]` (9 x 6, `taps_matrix`).
+
+    Args: the five coefficients, each (D, C); matrices a NumPy array (D, 9, 6).
+    Returns: (D, 3, 3, C).
+    """
+    u = ops.stack([ops.ones_like(alpha), alpha * alpha, sigma * sigma, beta, rho, gamma], axis=1)  # (D, 6, C)
+    taps = ops.matmul(ops.convert_to_tensor(matrices, dtype=u.dtype), u)
+    return ops.reshape(taps, (len(matrices), 3, 3, -1))
+
+
 def stacked_taps(blocks):
-    """The taps of several built PDE blocks as one (D, 3, 3, C) tensor, in one batched matmul:
-
-        taps[t] = M_t u_t,   u_t = [1, α_t², σ_t², β_t, ρ_t, γ_t]  (6 x C),
-
+    """The taps of several built PDE blocks as one (D, 3, 3, C) tensor (`coefficient_taps`),
     M_t = `taps_matrix(blocks[t].drift_scale)`. `PDEBlock.taps()` is the case D = 1; a
     `StencilStack` of PDE blocks builds all its kernels (and their gradients) with a few ops.
     """
     depth = len(blocks)
-    alpha, beta, sigma, rho, gamma = (
+    coefficients = (
         ops.reshape(ops.stack([getattr(b, n).value for b in blocks]), (depth, -1)) for n in COEFFICIENT_NAMES
     )  # each (D, C); one reshape per coefficient, not one per weight (the ops are the cost)
-    u = ops.stack([ops.ones_like(alpha), alpha * alpha, sigma * sigma, beta, rho, gamma], axis=1)  # (D, 6, C)
-    matrices = ops.convert_to_tensor(np.stack([b._taps_matrix for b in blocks]), dtype=u.dtype)  # (D, 9, 6)
-    return ops.reshape(ops.matmul(matrices, u), (depth, 3, 3, -1))
+    return coefficient_taps(*coefficients, np.stack([b._taps_matrix for b in blocks]))
+
+
+class PDECoefficients:
+    """The five coefficient weights α, β, σ, ρ, γ of a PDE layer: initializers, weights,
+    `coefficients()` / `set_coefficients()` and their config (shared by `PDEBlock` and
+    `PDEField`). Defaults α = σ = 0.1, β = ρ = γ = 0: a weak diffusion (α²/2 = 0.005); α and σ
+    must not start at 0, where their gradient (∝ α, σ) vanishes."""
+
+    def _init_coefficients(self, initializers):
+        default = keras.initializers.Constant(0.1)
+        for name in COEFFICIENT_NAMES:
+            value = initializers[name]
+            if value is None and name in ("alpha", "sigma"):
+                value = default
+            setattr(self, f"{name}_initializer", keras.initializers.get(value))
+
+    def _build_coefficients(self, input_shape, leading=()):
+        """Add the five weights, shape `leading` + (() for one channel, (C,) otherwise)."""
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} expects NHWC input (N, H, W, C) with a known channel "
+                f"count, e.g. (N, 28, 28, 1). Received: input_shape={tuple(input_shape)}"
+            )
+        self.channels = int(input_shape[-1])
+        shape = tuple(leading) + (() if self.channels == 1 else (self.channels,))
+        for name in COEFFICIENT_NAMES:
+            weight = self.add_weight(name=name, shape=shape, initializer=getattr(self, f"{name}_initializer"))
+            setattr(self, name, weight)
+
+    def coefficients(self):
+        """The five learned coefficients as NumPy arrays: {'alpha': ..., ..., 'gamma': ...}."""
+        return {n: np.asarray(keras.ops.convert_to_numpy(getattr(self, n))) for n in COEFFICIENT_NAMES}
+
+    def set_coefficients(self, **values):
+        """Assign any subset of alpha, beta, sigma, rho, gamma (values broadcast to the weight's shape)."""
+        unknown = sorted(set(values) - set(COEFFICIENT_NAMES))
+        if unknown:
+            raise ValueError(
+                f"Unknown coefficient(s) {unknown}; the coefficients are {list(COEFFICIENT_NAMES)}."
+            )
+        if not self.built:
+            raise ValueError("Call or build the layer before set_coefficients(); it has no weights yet.")
+        for name, value in values.items():
+            variable = getattr(self, name)
+            variable.assign(np.broadcast_to(np.asarray(value, dtype="float32"), variable.shape))
+
+    def _coefficients_config(self):
+        return {f"{n}_initializer": keras.initializers.serialize(getattr(self, f"{n}_initializer")) for n in COEFFICIENT_NAMES}
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")
-class PDEBlock(keras.layers.Layer):
+class PDEBlock(PDECoefficients, ResidualBlock):
     """One Euler step (Δt = Δx = Δy = 1) of a second-order PDE, then ReLU:
 
-        ψ ← relu( ψ + α²/2 Dxx ψ + s β Dx ψ + σ²/2 Dyy ψ + s ρ Dy ψ + γ ψ )
+        ψ ← relu( ψ + α²/2 Dxx ψ + s β Dx ψ + σ²/2 Dyy ψ + s ρ Dy ψ + γ ψ ) = relu(ψ + Lψ)
 
     with Dxx, Dx along the width (axis 2) and Dyy, Dy along the height (axis 1), central
     differences and zero (Dirichlet) padding outside the image. `s` is `drift_scale`:
     1 gives PDE1 (thesis eq 39), -1/8 gives PDE2 (eq 40). The update is a depthwise 3x3
     correlation with a five-point kernel built from the coefficients (see `taps`).
 
+    The block is one explicit Euler step of Δt = 1 of the vector field f(ψ) = relu(ψ + Lψ) − ψ
+    (`vector_field`); `pde_zoo.layers.PDEField` is the same field with time-dependent
+    coefficients, for continuous depth.
+
     Args:
-        drift_scale: float `s` multiplying the drift terms β Dx and ρ Dy.
+        drift_scale: float `s` multiplying the drift terms β Dx and ρ Dy. Subclasses that fix
+            it (`FIXED_DRIFT_SCALE`: PDE1Block, PDE2Block) reject any other value and leave it
+            out of their config, as Keras's Conv2D fixes `rank`.
         alpha_initializer, beta_initializer, sigma_initializer, rho_initializer,
-        gamma_initializer: Keras initializers of the five coefficients. Defaults
-            α = σ = 0.1 and β = ρ = γ = 0: a weak diffusion (α²/2 = 0.005), so every block
-            starts near the identity. α and σ must not start at 0, where their gradient
-            (∝ α, σ) vanishes.
+        gamma_initializer: Keras initializers of the five coefficients (`PDECoefficients`),
+            by default a weak diffusion, so every block starts near the identity.
         **kwargs: `keras.layers.Layer` arguments (name, dtype, ...).
 
     Weights: `alpha`, `beta`, `sigma`, `rho`, `gamma`; scalars for one input channel, one
@@ -78,9 +140,11 @@ class PDEBlock(keras.layers.Layer):
     array(0.5, dtype=float32)
     """
 
+    FIXED_DRIFT_SCALE = None  # set by subclasses that fix s
+
     def __init__(
         self,
-        drift_scale=1.0,
+        drift_scale=None,
         alpha_initializer=None,
         beta_initializer="zeros",
         sigma_initializer=None,
@@ -89,35 +153,24 @@ class PDEBlock(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.drift_scale = float(drift_scale)
-        default = keras.initializers.Constant(0.1)
-        self.alpha_initializer = keras.initializers.get(alpha_initializer or default)
-        self.beta_initializer = keras.initializers.get(beta_initializer)
-        self.sigma_initializer = keras.initializers.get(sigma_initializer or default)
-        self.rho_initializer = keras.initializers.get(rho_initializer)
-        self.gamma_initializer = keras.initializers.get(gamma_initializer)
+        fixed = self.FIXED_DRIFT_SCALE
+        if fixed is not None and drift_scale is not None and float(drift_scale) != fixed:
+            raise ValueError(
+                f"{type(self).__name__} fixes drift_scale = {fixed}; use PDEBlock(drift_scale=...) for another "
+                f"value. Received: drift_scale={drift_scale!r}"
+            )
+        self.drift_scale = float(fixed if fixed is not None else 1.0 if drift_scale is None else drift_scale)
+        self._init_coefficients(
+            dict(alpha=alpha_initializer, beta=beta_initializer, sigma=sigma_initializer, rho=rho_initializer, gamma=gamma_initializer)
+        )
         self._taps_matrix = taps_matrix(self.drift_scale)
 
     def build(self, input_shape):
-        if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(
-                f"{type(self).__name__} expects NHWC input (N, H, W, C) with a known channel "
-                f"count, e.g. (N, 28, 28, 1). Received: input_shape={tuple(input_shape)}"
-            )
-        self.channels = int(input_shape[-1])
-        shape = () if self.channels == 1 else (self.channels,)
-        for name in COEFFICIENT_NAMES:
-            setattr(
-                self,
-                name,
-                self.add_weight(
-                    name=name, shape=shape, initializer=getattr(self, f"{name}_initializer")
-                ),
-            )
+        self._build_coefficients(input_shape)
 
     @property
-    def is_depthwise(self):
-        """Whether the update acts on each channel separately (always, for a PDE block)."""
+    def fusable(self):
+        """Always: a PDE block is relu(taps ⋆ ψ) with a depthwise five-point kernel."""
         return True
 
     def taps(self):
@@ -132,35 +185,9 @@ class PDEBlock(keras.layers.Layer):
         kernel = ops.expand_dims(self.taps(), -1)
         return ops.relu(ops.depthwise_conv(inputs, kernel, strides=1, padding="same"))
 
-    def compute_output_shape(self, input_shape):
-        return input_shape
-
-    def coefficients(self):
-        """The five learned coefficients as NumPy arrays: {'alpha': ..., ..., 'gamma': ...}."""
-        return {n: np.asarray(keras.ops.convert_to_numpy(getattr(self, n))) for n in COEFFICIENT_NAMES}
-
-    def set_coefficients(self, **values):
-        """Assign any subset of alpha, beta, sigma, rho, gamma (scalars broadcast per channel)."""
-        unknown = sorted(set(values) - set(COEFFICIENT_NAMES))
-        if unknown:
-            raise ValueError(
-                f"Unknown coefficient(s) {unknown}; the coefficients are {list(COEFFICIENT_NAMES)}."
-            )
-        if not self.built:
-            raise ValueError("Call or build the layer before set_coefficients(); it has no weights yet.")
-        for name, value in values.items():
-            variable = getattr(self, name)
-            variable.assign(np.broadcast_to(np.asarray(value, dtype="float32"), variable.shape))
-
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {
-                "drift_scale": self.drift_scale,
-                **{
-                    f"{n}_initializer": keras.initializers.serialize(getattr(self, f"{n}_initializer"))
-                    for n in COEFFICIENT_NAMES
-                },
-            }
-        )
+        if self.FIXED_DRIFT_SCALE is None:
+            config["drift_scale"] = self.drift_scale
+        config.update(self._coefficients_config())
         return config

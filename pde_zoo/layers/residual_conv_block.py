@@ -3,12 +3,13 @@
 import keras
 from keras import ops
 
+from pde_zoo.layers.residual_block import ResidualBlock
 
 @keras.saving.register_keras_serializable(package="pde_zoo")
-class ResidualConvBlock(keras.layers.Layer):
+class ResidualConvBlock(ResidualBlock):
     """The thesis control block (c_ResNet):
 
-        ψ ← relu( ψ + K * ψ + b )
+        ψ ← relu( ψ + K * ψ + b ),   one Euler step (Δt = 1) of  f(ψ) = relu(ψ + K * ψ + b) − ψ
 
     with K a learned 3x3 convolution (C -> C channels, cross-correlation, zero "same"
     padding) and b a learned bias. By eq 25 any such block is the Euler step of *some*
@@ -48,17 +49,17 @@ class ResidualConvBlock(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.channels,), initializer=self.bias_initializer)
 
     @property
-    def is_depthwise(self):
-        """True when the update acts on each channel separately (one channel only)."""
+    def fusable(self):
+        """True for one channel, where the step is relu(taps ⋆ ψ + b) with a depthwise kernel."""
         return self.channels == 1
 
     def taps(self):
         """The 3x3 correlation kernel of the linear update, identity included, shape (3, 3, C).
 
-        Only defined when `is_depthwise` (a single channel); with C > 1 the convolution mixes
+        Only defined when `fusable` (a single channel); with C > 1 the convolution mixes
         channels and has no per-channel stencil.
         """
-        if not self.is_depthwise:
+        if not self.fusable:
             raise ValueError(
                 f"taps() needs a single-channel ResidualConvBlock; this one has {self.channels} "
                 "channels and mixes them. Use `kernel` directly."
@@ -73,9 +74,6 @@ class ResidualConvBlock(keras.layers.Layer):
     def call(self, inputs):
         update = ops.conv(inputs, self.kernel, strides=1, padding="same")
         return ops.relu(inputs + update + self.bias)
-
-    def compute_output_shape(self, input_shape):
-        return input_shape
 
     def get_config(self):
         config = super().get_config()

@@ -3,6 +3,7 @@
 import keras
 
 from pde_zoo.layers.pde_block import PDEBlock, stacked_taps
+from pde_zoo.layers.residual_block import ResidualBlock
 
 BLOCK_PREFIX = "block"
 
@@ -11,9 +12,9 @@ BLOCK_PREFIX = "block"
 class StencilStack(keras.layers.Layer):
     """`depth` residual blocks applied in sequence: ψ_{t+1} = block_t(ψ_t), t = 0..depth-1.
 
-    The blocks are ordinary layers (`PDE1Block`, `PDE2Block`, `ResidualConvBlock`, ...) kept
-    in `self.blocks`; this layer only chooses how to run them. On the TensorFlow backend,
-    when every block is depthwise (`block.is_depthwise`), the whole stack runs as one fused
+    The blocks are `ResidualBlock` layers (`PDE1Block`, `PDE2Block`, `ResidualConvBlock`, ...)
+    kept in `self.blocks`; this layer only chooses how to run them. On the TensorFlow backend,
+    when every block opts in to fusion (`block.fusable`), the whole stack runs as one fused
     kernel with a hand-written gradient (`_tf_stencil.stencil_stack`: a C++ op, or standard TF
     ops where that is unavailable; kernels from `stencils()`), several times faster on CPU
     than block-by-block calls; otherwise (JAX, multi-channel c_ResNet) each block's own
@@ -31,6 +32,13 @@ class StencilStack(keras.layers.Layer):
     def __init__(self, blocks, **kwargs):
         super().__init__(**kwargs)
         self.blocks = [b if isinstance(b, keras.layers.Layer) else keras.saving.deserialize_keras_object(b) for b in blocks]
+        for position, block in enumerate(self.blocks):
+            if not isinstance(block, ResidualBlock):
+                raise TypeError(
+                    f"StencilStack runs residual blocks (subclasses of pde_zoo.layers.ResidualBlock: one step "
+                    f"ψ -> ψ + f(ψ) and its vector field); block {position} is a {type(block).__name__}. "
+                    "Subclass ResidualBlock, or use keras.Sequential for arbitrary layers."
+                )
 
     def build(self, input_shape):
         for block in self.blocks:
@@ -40,7 +48,7 @@ class StencilStack(keras.layers.Layer):
     @property
     def uses_fast_path(self):
         """True when `call` runs the fused TensorFlow kernel."""
-        return keras.backend.backend() == "tensorflow" and all(b.is_depthwise for b in self.blocks)
+        return keras.backend.backend() == "tensorflow" and all(b.fusable for b in self.blocks)
 
     def call(self, inputs, training=None):
         if self.uses_fast_path and self.blocks:

@@ -32,17 +32,27 @@ def thesis_model(
         head_units: hidden Dense sizes of the classifier.
     """
     validate_depth(depth)
+    body = None
+    if block_class is not None and depth > 0:
+        body = StencilStack([block_class(name=f"block_{t + 1}") for t in range(depth)], name="blocks")
+    return thesis_network(body, name=name, channels=channels, num_classes=num_classes, input_shape=input_shape, head_units=head_units)
+
+
+def thesis_network(body, *, name, channels=1, num_classes=10, input_shape=(28, 28, 1), head_units=(128, 64)):
+    """Input -> [1x1 Conv2D "lift", only if channels != input channels] -> `body` (a layer
+    NHWC -> NHWC at full resolution, or None) -> Flatten -> Dense relu (`head_units`) -> Dense
+    softmax. The thesis network around any body: a `StencilStack`, an `ODEBlock`, ...
+    """
     if channels < 1:
         raise ValueError(f"channels must be >= 1. Received: channels={channels}")
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (height, width, channels). Received: input_shape={input_shape}")
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x = inputs
-    if block_class is not None and depth > 0:
+    if body is not None:
         if channels != input_shape[-1]:
             x = keras.layers.Conv2D(channels, 1, name="lift")(x)
-        blocks = [block_class(name=f"block_{t + 1}") for t in range(depth)]
-        x = StencilStack(blocks, name="blocks")(x)
+        x = body(x)
     x = keras.layers.Flatten(name="flatten")(x)
     for i, units in enumerate(head_units):
         x = keras.layers.Dense(units, activation="relu", name=f"dense_{i + 1}")(x)
