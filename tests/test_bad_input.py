@@ -8,7 +8,7 @@ import pytest
 
 import pde_zoo
 from pde_zoo import registry
-from pde_zoo.layers import PDE2Block
+from pde_zoo.layers import PDE1Block, PDE2Block, PDEBlock
 
 ROOT = Path(__file__).resolve().parent.parent
 PRETRAINED_KERAS = ROOT / "saved_models" / "pde2-5" / "model.keras"
@@ -81,6 +81,18 @@ def test_register_model_without_description_or_docstring(monkeypatch):
     assert registry.get_spec("nodoc").description == ""
     registry.register_model("blankdoc")(lambda depth: None)
     assert registry.get_spec("blankdoc").description == ""
+
+
+@pytest.mark.parametrize("block_class, fixed", [(PDE1Block, 1.0), (PDE2Block, -0.125)])
+def test_fixed_drift_scale(block_class, fixed):
+    with pytest.raises(ValueError, match=rf"{block_class.__name__} fixes drift_scale.*PDEBlock\(drift_scale=\.\.\.\).*Received: drift_scale=0\.5"):
+        block_class(drift_scale=0.5)
+    block = block_class(drift_scale=fixed)  # the value old .keras configs hold
+    assert block.drift_scale == fixed
+    config = block_class().get_config()
+    assert "drift_scale" not in config
+    assert block_class.from_config(config).drift_scale == fixed
+    assert PDEBlock(drift_scale=0.3).get_config()["drift_scale"] == 0.3
 
 
 def test_committed_keras_file_with_drift_scale_in_config_loads(monkeypatch):
