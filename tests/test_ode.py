@@ -355,3 +355,31 @@ def test_saved_model_round_trip(tmp_path):
     reloaded = tf.saved_model.load(str(tmp_path / "ode"))
     np.testing.assert_array_equal(reloaded(x).numpy(), module(x).numpy())
     assert reloaded(x).shape == (3, 3, 5, 5, 2)
+
+
+class ODELayer(keras.layers.Layer):
+    """y(1) of dy/dt = Field(t, y), y(0) = inputs."""
+
+    def __init__(self, method="dopri5", adjoint=True, **kwargs):
+        super().__init__(**kwargs)
+        self.method, self.adjoint = method, adjoint
+        self.field = Field()
+
+    def build(self, input_shape):
+        self.field.build((), input_shape)
+
+    def call(self, x):
+        return odeint(self.field, x, [0.0, 1.0], method=self.method, step_size=0.25, rtol=1e-3, atol=1e-3, adjoint=self.adjoint)[-1]
+
+
+@pytest.mark.parametrize("method, adjoint", [("dopri5", True), ("dopri5", False), ("rk4", True)])
+def test_model_fit_with_ode_layer(method, adjoint):
+    """Keras's compiled train step (tf.function) through odeint: the loss goes down."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), ODELayer(method, adjoint), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    before = [w.copy() for w in model.layers[0].get_weights()]
+    losses = model.fit(x, x[:, :1] ** 2, epochs=3, batch_size=32, verbose=0).history["loss"]
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert max(np.abs(a - b).max() for a, b in zip(before, model.layers[0].get_weights())) > 0

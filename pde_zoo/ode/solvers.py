@@ -98,14 +98,27 @@ def _combine(base, h, coefficients, ks):
     `base` None means 0. The scalar weights h·c_j are formed once and shared by all tensors.
     """
     weights = [(ops.multiply(h, c), k) for c, k in zip(coefficients, ks) if c != 0.0]
+    add_n = _add_n()
     out = []
     for m in range(len(ks[0])):
-        acc = None if base is None else base[m]
-        for w, k in weights:
-            term = ops.multiply(k[m], w)
-            acc = term if acc is None else ops.add(acc, term)
+        terms = ([] if base is None else [base[m]]) + [ops.multiply(k[m], w) for w, k in weights]
+        if add_n is not None and len(terms) > 2:
+            out.append(add_n(terms))  # one pass over memory instead of a chain of adds
+            continue
+        acc = terms[0]
+        for term in terms[1:]:
+            acc = ops.add(acc, term)
         out.append(acc)
     return tuple(out)
+
+
+def _add_n():
+    """tf.math.add_n on the TensorFlow backend (XLA fuses the adds on JAX), else None."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    return tf.math.add_n
 
 
 def _mean_square_max(tensors):
