@@ -8,7 +8,10 @@ from pathlib import Path
 
 from pde_zoo.io_utils import atomic_write_text
 
-RESULT_FIELDS = ["model", "depth", "params", "epochs", "test_acc", "best_test_acc", "train_seconds", "seed", "lr", "source"]
+RESULT_FIELDS = [
+    "model", "depth", "params", "epochs", "test_acc", "best_test_acc", "train_seconds", "seed", "lr", "source",
+    "recipe", "val_acc", "nfe_forward", "nfe_backward", "device",
+]
 
 # Thesis test accuracy after 50 epochs (Table 4.1; Table 4.2 where it differs, for c_ResNet).
 THESIS = {
@@ -19,10 +22,17 @@ THESIS = {
 
 
 def collect(models_dir):
-    """One row per finished run directory (with card.json) under `models_dir`, sorted by name, depth."""
+    """One row per finished run directory (with card.json) under `models_dir`, sorted by name, depth.
+
+    `recipe` is "thesis" for the thesis recipe (`pde-zoo train`: fixed Adam learning rate,
+    test accuracy every epoch) and "own" for a model's own recipe (`scripts/train_jax.py`:
+    schedule, augmentation, a validation split; the test set scored once, at the end).
+    """
     rows = []
     for card_path in sorted(Path(models_dir).glob("*/card.json")):
         card = json.loads(card_path.read_text())
+        recipe = card["recipe"]
+        best = card.get("best_test_accuracy")
         rows.append(
             {
                 "model": card["name"],
@@ -30,11 +40,16 @@ def collect(models_dir):
                 "params": card["params"],
                 "epochs": card["epochs_run"],
                 "test_acc": round(card["test_accuracy"], 4),
-                "best_test_acc": round(card["best_test_accuracy"], 4),
+                "best_test_acc": None if best is None else round(best, 4),
                 "train_seconds": card["train_seconds"],
                 "seed": card["seed"],
-                "lr": card["recipe"]["learning_rate"],
+                "lr": recipe.get("learning_rate", recipe.get("peak_learning_rate")),
                 "source": f"{card_path.parent.name}/card.json ({card['lr_source']} lr)",
+                "recipe": "thesis" if "learning_rate" in recipe else "own",
+                "val_acc": None if card.get("val_accuracy") is None else round(card["val_accuracy"], 4),
+                "nfe_forward": card.get("nfe_forward"),
+                "nfe_backward": card.get("nfe_backward"),
+                "device": card.get("machine", {}).get("device", f"{card.get('machine', {}).get('cpus', '?')}-core CPU"),
             }
         )
     return sorted(rows, key=lambda r: (r["model"], r["depth"]))
@@ -57,10 +72,29 @@ def markdown_table(rows, recipe_epochs=50):
         "| model | depth | params | epochs | test acc (ours) | best test acc | thesis | train time (s, 2-core CPU) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
+    for r in (r for r in rows if r["recipe"] == "thesis"):
         epochs = str(r["epochs"]) if r["epochs"] >= recipe_epochs else f"**{r['epochs']}** (recipe {recipe_epochs})"
         thesis = THESIS.get((r["model"], r["depth"]), "–")
         lines.append(f"| {r['model']} | {r['depth']} | {r['params']:,} | {epochs} | {100 * r['test_acc']:.2f}% | {100 * r['best_test_acc']:.2f}% | {thesis} | {r['train_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def own_recipe_table(rows, models_dir):
+    """The README table of the models trained with their own recipe (card `recipe`: schedule,
+    augmentation, validation split, planned vs run epochs), NFE for continuous-depth models."""
+    lines = [
+        "| model | depth | params | epochs run / planned | recipe | val acc | test acc | NFE fwd / bwd | train s | device |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in (r for r in rows if r["recipe"] == "own"):
+        card = json.loads((Path(models_dir) / r["source"].split(" ")[0]).read_text())
+        recipe = card["recipe"]
+        text = f"Adam {recipe['peak_learning_rate']:g} cosine, shift {recipe['shift']}, batch {recipe['batch_size']}"
+        nfe = "–" if r["nfe_forward"] is None else f"{r['nfe_forward']} / {r['nfe_backward']}"
+        lines.append(
+            f"| {r['model']} | {r['depth']} | {r['params']:,} | {r['epochs']} / {recipe['planned_epochs']} | {text} | "
+            f"{100 * r['val_acc']:.2f}% | {100 * r['test_acc']:.2f}% | {nfe} | {r['train_seconds']:.0f} | {r['device']} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -81,6 +115,8 @@ def update_readme(readme, rows, models_dir=None):
     """Regenerate the README's results block from the result rows (and, given `models_dir`
     and a "tuning" block in the README, the fixed-vs-tuned learning-rate table)."""
     update_readme_block(readme, "results", markdown_table(rows))
+    if models_dir is not None and "<!-- results-own:start" in Path(readme).read_text():
+        update_readme_block(readme, "results-own", own_recipe_table(rows, models_dir))
     if models_dir is not None and "<!-- tuning:start" in Path(readme).read_text():
         update_readme_block(readme, "tuning", tuning_table(models_dir))
 

@@ -145,7 +145,7 @@ def train_one(run, data_path, out, budget, seed, max_epochs=None):
         "model": run, "name": name, "depth": int(depth), "options": {},
         "recipe": {**recipe, "planned_epochs": planned, "validation": f"last {VALIDATION} training images (not fitted)",
                    "fit_examples": len(x_fit), "loss": "sparse_categorical_crossentropy"},
-        "lr_source": "fixed recipe (not tuned on the test set)",
+        "lr_source": "recipe",
         "epochs_run": len(history), "complete": len(history) == planned, "stopped_on_nan": False, "seed": seed,
         "params": int(model.count_params()), "test_accuracy": float(test_acc), "test_loss": float(test_loss),
         "val_accuracy": float(history[-1]["val_accuracy"]), "train_seconds": round(sum(r["seconds"] for r in history), 1),
