@@ -89,15 +89,32 @@ def ode_stats(model, batch):
     return {"nfe_forward": forward, "nfe_backward": backward["nfe"] if backward else None}
 
 
-def train_one(run, data_path, out, budget, seed, max_epochs=None):
-    """Train registry model `run` ("name-depth") in this process; write OUT/<run>.tar."""
+def parse_run(spec):
+    """"NAME-DEPTH[:key=value,...]" -> (name, depth, options, tag); values are JSON
+    (true, 32, "relu") or plain strings; the tag names the archive: NAME-DEPTH, plus
+    "__key-value_..." when there are options."""
+    run, _, rest = spec.partition(":")
+    name, depth = run.rsplit("-", 1)
+    options = {}
+    for item in filter(None, rest.split(",")):
+        key, value = item.split("=", 1)
+        try:
+            options[key] = json.loads(value)
+        except json.JSONDecodeError:
+            options[key] = value
+    tag = run + ("__" + "_".join(f"{k}-{str(v).lower()}" for k, v in options.items()) if options else "")
+    return name, int(depth), options, tag
+
+
+def train_one(spec, data_path, out, budget, seed, max_epochs=None):
+    """Train the run `spec` (see `parse_run`) in this process; write OUT/<tag>.tar."""
     import keras
     import numpy as np
 
     import pde_zoo
 
     start_wall = time.time()
-    name, depth = run.rsplit("-", 1)
+    name, depth, options, run = parse_run(spec)
     recipe = dict(RECIPES[name])
     if max_epochs:
         recipe["max_epochs"] = max_epochs
@@ -109,7 +126,7 @@ def train_one(run, data_path, out, budget, seed, max_epochs=None):
     x_val, y_val = x_all[-VALIDATION:], y_all[-VALIDATION:]
     x_test, y_test = d["x_test"].astype("float32") / 255.0, d["y_test"].astype("int32")
 
-    model = pde_zoo.build(name, depth=int(depth))
+    model = pde_zoo.build(name, depth=depth, **options)
     steps_per_epoch = math.ceil(len(x_fit) / recipe["batch_size"])
     planned = recipe["max_epochs"]
     peak, warm = recipe["peak_learning_rate"], recipe["warmup_epochs"] * steps_per_epoch
@@ -142,7 +159,7 @@ def train_one(run, data_path, out, budget, seed, max_epochs=None):
     import jax
 
     card = {
-        "model": run, "name": name, "depth": int(depth), "options": {},
+        "model": f"{name}-{depth}", "name": name, "depth": depth, "options": options,
         "recipe": {**recipe, "planned_epochs": planned, "validation": f"last {VALIDATION} training images (not fitted)",
                    "fit_examples": len(x_fit), "loss": "sparse_categorical_crossentropy"},
         "lr_source": "recipe",
@@ -175,7 +192,7 @@ def train_one(run, data_path, out, budget, seed, max_epochs=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="*", help="NAME-DEPTH, e.g. odenet-1")
+    parser.add_argument("runs", nargs="*", help="NAME-DEPTH[:key=value,...], e.g. odenet-1 or pdenet-50:stable=false")
     parser.add_argument("--data", default=".devdata/mnist.npz")
     parser.add_argument("--out", default=os.environ.get("OUT", "runs/jax"))
     parser.add_argument("--budget", type=float, default=420, help="wall-clock seconds for each run (in parallel)")
