@@ -83,9 +83,10 @@ def odeint(
         adjoint: use the adjoint method for gradients.
         adjoint_params: Keras Variables θ that `func` reads, for the adjoint (and, on JAX, for
             the dopri5 gradient guard); default `func.trainable_variables` when `func` has it,
-            else none. Gradients reach only these variables; `func` runs inside a
+            else none (an unbuilt Keras layer is first built by one call, not counted in
+            `nfe`). Gradients reach only these variables; `func` runs inside a
             `keras.StatelessScope` holding their values, so variable updates inside `func` are
-            dropped.
+            dropped. The adjoint's error norm includes a_θ as one flattened tensor.
         max_steps: most `dopri5` step attempts (accepted + rejected) in one solve (the forward
             and each adjoint backward solve separately).
         return_stats: also return the forward statistics.
@@ -116,7 +117,7 @@ def odeint(
         )
     y0 = ops.convert_to_tensor(y0)
     dtype = keras.backend.standardize_dtype(y0.dtype)
-    if not dtype.startswith("float"):
+    if "float" not in dtype:
         y0 = ops.cast(y0, keras.backend.floatx())
         dtype = keras.backend.floatx()
     times, static = _prepare_times(t, dtype)
