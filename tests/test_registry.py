@@ -12,7 +12,7 @@ from pde_zoo.registry import register_model
 @pytest.mark.parametrize("name", pde_zoo.list_models())
 def test_every_model_builds_trains_and_is_finite(name):
     spec = pde_zoo.get_spec(name)
-    depth = max(spec.sweep_depths[:1] + (0,)) if name == "mlp" else 3
+    depth = {"mlp": 0, "odenet": 1}.get(name, 3)
     model = pde_zoo.compile_model(pde_zoo.build(name, depth=depth))
     rng = np.random.default_rng(0)
     x = rng.random((16, 28, 28, 1)).astype("float32")
@@ -56,7 +56,7 @@ def test_list_models_pattern():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"name": "pde3"}, "Unknown model 'pde3'. Known models: mlp, odenet, pde1, pde1ode, pde2"),
+        ({"name": "pde3"}, "Unknown model 'pde3'. Known models: convresnet, mlp, odenet, pde1, pde1ode, pde2"),
         ({"name": "pde2ode", "depth": 0}, "depth must be >= 1"),
         ({"name": "pde2", "depth": -1}, "non-negative integer"),
         ({"name": "pde2", "depth": 2.5}, "non-negative integer"),

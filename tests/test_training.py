@@ -105,6 +105,6 @@ def test_cli_list_eval_and_errors(short_run, tmp_path):
     exported = run_cli("export", str(out), str(tmp_path / "sm"))
     assert exported.returncode == 0 and (tmp_path / "sm" / "saved_model.pb").is_file()
     unknown = run_cli("train", "pde9", "--depth", "2")
-    assert unknown.returncode == 2 and "Unknown model 'pde9'. Known models: mlp, pde1, pde2, resnet" in unknown.stderr
+    assert unknown.returncode == 2 and f"Unknown model 'pde9'. Known models: {', '.join(pde_zoo.list_models())}." in unknown.stderr
     negative = run_cli("train", "pde2", "--depth", "-3")
     assert negative.returncode == 2 and "depth must be a non-negative integer" in negative.stderr

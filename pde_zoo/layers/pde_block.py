@@ -83,7 +83,7 @@ class PDECoefficients:
 
     def coefficients(self):
         """The five learned coefficients as NumPy arrays: {'alpha': ..., ..., 'gamma': ...}."""
-        return {n: np.asarray(keras.ops.convert_to_numpy(getattr(self, n))) for n in COEFFICIENT_NAMES}
+        return {n: np.asarray(keras.ops.convert_to_numpy(getattr(self, n).value)) for n in COEFFICIENT_NAMES}
 
     def set_coefficients(self, **values):
         """Assign any subset of alpha, beta, sigma, rho, gamma (values broadcast to the weight's shape)."""
