@@ -13,6 +13,8 @@ at each output time t_i (and putting back the forward value y(t_i)); then âˆ‚L/â
 solver and tolerances. Only the states at the output times are kept from the forward pass.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 from keras import ops
@@ -20,9 +22,10 @@ from keras import ops
 from pde_zoo.ode import solvers as _solvers
 from pde_zoo.ode.solvers import METHODS
 
-__all__ = ["odeint", "last_backward_stats"]
+__all__ = ["odeint", "last_backward_stats", "record_backward_stats"]
 
 _LAST_BACKWARD_STATS = {}
+_RECORDERS = []  # the lists of the active `record_backward_stats` blocks
 
 
 def last_backward_stats():
@@ -38,6 +41,22 @@ def last_backward_stats():
         backward pass has been recorded in this process.
     """
     return dict(_LAST_BACKWARD_STATS) if _LAST_BACKWARD_STATS else None
+
+
+@contextlib.contextmanager
+def record_backward_stats():
+    """Collect every adjoint backward pass recorded inside the block (recorded under the same
+    conditions as `last_backward_stats`): yields a list that receives one stats dict per
+    backward solve, e.g. one per `ODEBlock` segment, so a whole gradient's NFE is their sum.
+    (On JAX the host callbacks of a jitted step arrive asynchronously: block on the step's
+    results before leaving the block.)
+    """
+    records = []
+    _RECORDERS.append(records)
+    try:
+        yield records
+    finally:
+        _RECORDERS.remove(records)
 
 
 def odeint(
@@ -308,6 +327,8 @@ def _record_backward(stats, method):
     def store(nfe, steps, rejected):
         _LAST_BACKWARD_STATS.clear()
         _LAST_BACKWARD_STATS.update(nfe=int(nfe), steps=int(steps), rejected=int(rejected), method=method)
+        for records in _RECORDERS:
+            records.append(dict(_LAST_BACKWARD_STATS))
 
     backend = keras.backend.backend()
     values = (stats["nfe"], stats["steps"], stats["rejected"])
