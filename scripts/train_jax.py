@@ -131,7 +131,7 @@ def train_one(spec, data_path, out, budget, seed, max_epochs=None):
     planned = recipe["max_epochs"]
     peak, warm = recipe["peak_learning_rate"], recipe["warmup_epochs"] * steps_per_epoch
     schedule = keras.optimizers.schedules.CosineDecay(  # linear warm-up to the peak, then cosine to 0
-        initial_learning_rate=0.0 if warm else peak, decay_steps=planned * steps_per_epoch - warm,
+        initial_learning_rate=0.0 if warm else peak, decay_steps=max(1, planned * steps_per_epoch - warm),
         warmup_target=peak if warm else None, warmup_steps=warm,
     )
     model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
@@ -152,7 +152,7 @@ def train_one(spec, data_path, out, budget, seed, max_epochs=None):
             per_epoch = time.time() - t0  # the first epoch includes compilation: a safe overestimate
             fits = 1 + int((budget - (time.time() - start_wall)) / (per_epoch * 1.1))
             planned = max(1, min(recipe["max_epochs"], fits))
-            schedule.decay_steps = planned * steps_per_epoch - warm
+            schedule.decay_steps = max(1, planned * steps_per_epoch - warm)
             model.train_function = None  # retrace with the new schedule length
             print(f"{run}: {per_epoch:.1f} s first epoch -> {planned} planned epochs", flush=True)
     test_loss, test_acc = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
