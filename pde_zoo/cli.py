@@ -1,11 +1,13 @@
 """The `pde-zoo` command line. Every subcommand reads the one registry (`pde_zoo.list_models`)."""
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+CLAIMED_EXIT = 3  # `pde-zoo train --claim`: another live process holds the run directory
 
 
 def _cmd_list(args):
@@ -36,13 +38,24 @@ def _cmd_train(args):
     from pde_zoo import training
 
     options = {"channels": args.channels} if args.channels else {}
-    card = training.train(
-        args.name, args.depth, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-        seed=args.seed, out=args.out, data_dir=args.data_dir, train_limit=args.train_limit,
-        test_limit=args.test_limit, overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() or args.progress else 2,
-        lr_source=args.lr_source, threads=args.threads, **options,
-    )
-    print(json.dumps({k: card[k] for k in ("model", "epochs_run", "test_accuracy", "train_seconds")}))
+    with contextlib.ExitStack() as stack:
+        if args.claim:
+            from pde_zoo import sweep
+
+            if not args.out:
+                raise ValueError("--claim needs --out (the run directory to claim)")
+            try:
+                stack.enter_context(sweep.claim(args.out))
+            except sweep.ClaimedError as err:
+                print(f"skipped: {err}")
+                sys.exit(CLAIMED_EXIT)
+        card = training.train(
+            args.name, args.depth, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+            seed=args.seed, out=args.out, data_dir=args.data_dir, train_limit=args.train_limit,
+            test_limit=args.test_limit, overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() or args.progress else 2,
+            lr_source=args.lr_source, threads=args.threads, strategy=args.strategy, devices=args.devices, **options,
+        )
+    print(json.dumps({k: card[k] for k in ("model", "epochs_run", "test_accuracy", "train_seconds", "process_id") if k in card}))
 
 
 def _cmd_eval(args):
@@ -93,7 +106,7 @@ def _cmd_tune(args):
 
     training.set_threads(args.threads)
     result = tuning.tune(
-        args.name, args.depth, max_epochs=args.max_epochs, train_limit=args.train_limit, val_limit=args.val_limit,
+        args.name, args.depth, max_epochs=args.max_epochs, factor=args.factor, train_limit=args.train_limit, val_limit=args.val_limit,
         seed=args.seed, directory=args.directory, overwrite=args.overwrite, models_dir=args.models_dir, data_dir=args.data_dir,
         verbose=1 if args.progress else 0,
     )
@@ -178,6 +191,12 @@ def make_parser():
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     p.add_argument("--overwrite", action="store_true", help="retrain even if the run directory is finished")
     p.add_argument("--progress", action="store_true", help="Keras progress bar even when not on a terminal")
+    p.add_argument("--strategy", choices=["none", "mirrored", "multihost"], default="none",
+                   help="mirrored: all GPUs (or --devices logical CPUs) of this host, tf.distribute; multihost: "
+                        "keras.distribution on JAX over processes set up by environment variables (README 'Beyond one machine')")
+    p.add_argument("--devices", type=int, default=None, help="mirrored: replicas (first N GPUs; without GPUs the CPU split into N devices)")
+    p.add_argument("--claim", action="store_true",
+                   help=f"claim --out atomically first (the sweep's runners); exit status {CLAIMED_EXIT} when another live process holds it")
     add_threads_argument(p)
     _add_data_dir(p)
     p.set_defaults(func=_cmd_train)
@@ -193,10 +212,12 @@ def make_parser():
     p.add_argument("out")
     p.set_defaults(func=_cmd_export)
 
-    p = sub.add_parser("tune", help="KerasTuner Hyperband search of the learning rate")
+    p = sub.add_parser("tune", help="KerasTuner Hyperband search of the learning rate (chief or worker of a distributed "
+                                    "search when KERASTUNER_TUNER_ID / _ORACLE_IP / _ORACLE_PORT are set; scripts/launch_tuner.sh)")
     p.add_argument("name")
     p.add_argument("--depth", type=int, required=True)
     p.add_argument("--max-epochs", type=int, default=4)
+    p.add_argument("--factor", type=int, default=3, help="Hyperband reduction factor")
     p.add_argument("--train-limit", type=int, default=10000)
     p.add_argument("--val-limit", type=int, default=5000)
     p.add_argument("--seed", type=int, default=0)

@@ -11,11 +11,16 @@ Adam (Kingma & Ba, Alg. 1), in Keras's order of operations:
     α_t = lr √(1-β₂ᵗ) / (1-β₁ᵗ)
 
 Slot variables are Keras's own (`_momentums`, `_velocities`), so checkpoints are compatible.
-Tests hold it equal to `keras.optimizers.Adam` and to a NumPy Adam.
+Tests hold it equal to `keras.optimizers.Adam` and to a NumPy Adam, on one device and under
+`tf.distribute.MirroredStrategy`.
 """
+
+import collections
 
 import keras
 from keras import ops
+
+_StepConstants = collections.namedtuple("_StepConstants", "lr beta_1_power beta_2_power alpha beta_1 beta_2 epsilon")
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")
@@ -28,22 +33,24 @@ class Adam(keras.optimizers.Adam):
             raise ValueError("pde_zoo.optimizers.Adam does not implement amsgrad; use keras.optimizers.Adam.")
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # The per-step constants travel to `update_step` in the learning-rate argument, which
+        # every backend passes through unchanged; on TensorFlow under a tf.distribute strategy
+        # it crosses `merge_call` and `extended.update` per replica like the learning rate
+        # itself (nothing is kept on `self`, which the replicas' threads share).
+        super()._backend_update_step(grads, trainable_variables, self._step_constants(learning_rate))
+
+    def _step_constants(self, learning_rate):
         step = ops.cast(self.iterations + 1, "float32")
         lr = ops.cast(learning_rate, "float32")
         beta_1_power, beta_2_power = ops.power(self.beta_1, step), ops.power(self.beta_2, step)
-        self._step_scalars = (
+        return _StepConstants(
             lr, beta_1_power, beta_2_power, lr * ops.sqrt(1 - beta_2_power) / (1 - beta_1_power),
             *(ops.convert_to_tensor(c, "float32") for c in (self.beta_1, self.beta_2, self.epsilon)),
         )
-        try:
-            super()._backend_update_step(grads, trainable_variables, learning_rate)
-        finally:
-            del self._step_scalars
 
     def update_step(self, gradient, variable, learning_rate):
-        lr, beta_1_power, beta_2_power, alpha, beta_1, beta_2, epsilon = (
-            ops.cast(s, variable.dtype) for s in self._step_scalars
-        )
+        constants = learning_rate if isinstance(learning_rate, _StepConstants) else self._step_constants(learning_rate)
+        lr, beta_1_power, beta_2_power, alpha, beta_1, beta_2, epsilon = (ops.cast(c, variable.dtype) for c in constants)
         gradient = ops.cast(gradient, variable.dtype)
         m = self._momentums[self._get_variable_index(variable)]
         v = self._velocities[self._get_variable_index(variable)]

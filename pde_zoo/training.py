@@ -23,6 +23,7 @@ import numpy as np
 
 import pde_zoo
 from pde_zoo import data as data_lib
+from pde_zoo import distributed
 from pde_zoo.io_utils import atomic_save, atomic_write_json, atomic_write_text
 from pde_zoo.registry import build, get_spec, validate_depth
 
@@ -122,6 +123,8 @@ def train(
     lr_source="fixed",
     threads=None,
     callbacks=(),
+    strategy="none",
+    devices=None,
     **options,
 ):
     """Train registry model `name` at `depth` with the thesis recipe; write the run directory.
@@ -129,6 +132,11 @@ def train(
     Resumable: a killed run restarts from its last finished epoch (BackupAndRestore). A run
     directory whose card says it finished with the same recipe is returned as it is unless
     `overwrite`. Extra Keras `callbacks` run after the built-in ones. Returns the card (dict).
+
+    `strategy` ("none", "mirrored" or "multihost") and `devices` spread the training over
+    several devices or hosts (`pde_zoo.distributed`); the global batch stays `batch_size`.
+    In a multihost group only process 0 writes `out` (and returns the card; the others
+    return a short summary).
     """
     spec = get_spec(name)
     depth = validate_depth(spec.default_depth if depth is None else depth)
@@ -151,23 +159,28 @@ def train(
         shutil.rmtree(out / "backup", ignore_errors=True)
 
     set_threads(threads)
+    run = distributed.setup(strategy, devices)  # before TF / JAX run any op
     set_determinism(seed)
     x_train, y_train, digest = load_split("train", data_dir, train_limit)
     x_test, y_test, _ = load_split("test", data_dir, test_limit)
-    train_ds = data_lib.make_dataset(x_train, y_train, batch_size, shuffle=True, seed=seed)
-    test_ds = data_lib.make_dataset(x_test, y_test, 1024)
+    train_ds = run.train_dataset(x_train, y_train, batch_size, seed)
+    test_ds = run.eval_dataset(x_test, y_test)
 
-    model = pde_zoo.compile_model(build(name, depth, **options), learning_rate)
+    with run.scope():
+        model = pde_zoo.compile_model(build(name, depth, **options), learning_rate)
     out.mkdir(parents=True, exist_ok=True)
     callbacks = [
-        HistoryCSV(out / "history.csv"),
-        keras.callbacks.TensorBoard(str(out / "logs")),
+        *([HistoryCSV(out / "history.csv"), keras.callbacks.TensorBoard(str(out / "logs"))] if run.is_chief else []),
         keras.callbacks.TerminateOnNaN(),
-        keras.callbacks.BackupAndRestore(str(out / "backup")),
+        *run.callbacks(out / "backup"),
         *callbacks,
     ]
     # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset.
-    model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    with run.guard():
+        model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    model = run.local_model(model, lambda: pde_zoo.compile_model(build(name, depth, **options), learning_rate))
+    if not run.is_chief:
+        return {"model": run_name(name, depth), "process_id": run.process_id, "distribution": run.describe()}
     history = read_history(out / "history.csv")
     test_loss, test_acc = evaluate(model, data_dir, test_limit)
     atomic_save(out / "model.keras", model.save)
@@ -180,6 +193,7 @@ def train(
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "recipe": recipe,
         "lr_source": lr_source,
+        "distribution": run.describe(),
         "epochs_run": len(history),
         "complete": len(history) == epochs and not model.stop_training,
         "stopped_on_nan": bool(model.stop_training and np.isnan(float(history[-1]["loss"]))) if history else False,
@@ -197,6 +211,7 @@ def train(
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     atomic_write_json(card_path, card)
+    shutil.rmtree(out / "backup", ignore_errors=True)  # kept until the results are written
     return card
 
 
