@@ -8,6 +8,8 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 CLAIMED_EXIT = 3  # `pde-zoo train --claim`: another live process holds the run directory
+# `pde-zoo train` flags passed to the model's builder when given (an option the model lacks is an error).
+MODEL_OPTIONS = ("channels", "method", "rtol", "atol", "step_size", "adjoint")
 
 
 def _cmd_list(args):
@@ -37,13 +39,15 @@ def _cmd_data(args):
 def _cmd_train(args):
     from pde_zoo import training
 
-    options = {"channels": args.channels} if args.channels else {}
+    options = {key: getattr(args, key) for key in MODEL_OPTIONS if getattr(args, key) is not None}
     with contextlib.ExitStack() as stack:
         if args.claim:
             from pde_zoo import sweep
 
             if not args.out:
                 raise ValueError("--claim needs --out (the run directory to claim)")
+            if args.strategy == "multihost":
+                raise ValueError("--claim is for the sweep's single-process runs; a multihost group's processes share one run directory")
             try:
                 stack.enter_context(sweep.claim(args.out))
             except sweep.ClaimedError as err:
@@ -186,6 +190,13 @@ def make_parser():
     p.add_argument("--lr-source", default="fixed", help=argparse.SUPPRESS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--channels", type=int, default=None, help="feature channels of the blocks (default 1)")
+    solver = p.add_argument_group("continuous-depth models (pde1ode, pde2ode, odenet): the ODE solver")
+    solver.add_argument("--method", default=None, help="pde_zoo.ode.METHODS: euler, midpoint, rk4, dopri5 (default dopri5)")
+    solver.add_argument("--rtol", type=float, default=None, help="dopri5 relative tolerance (default 1e-3)")
+    solver.add_argument("--atol", type=float, default=None, help="dopri5 absolute tolerance (default 1e-3)")
+    solver.add_argument("--step-size", type=float, default=None, help="step of a fixed method (euler, midpoint, rk4)")
+    solver.add_argument("--adjoint", action=argparse.BooleanOptionalAction, default=None,
+                        help="gradients by the adjoint method (default) or through the solver (--no-adjoint)")
     p.add_argument("--out", default=None, help="run directory (default runs/NAME-DEPTH)")
     p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")

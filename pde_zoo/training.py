@@ -29,6 +29,7 @@ from pde_zoo.registry import build, get_spec, validate_depth
 
 THESIS_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "loss": "sparse_categorical_crossentropy", "batch_size": 128, "epochs": 50}
 HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
+SOLVER_FIELDS = ["nfe_forward", "nfe_backward"]  # history.csv columns of models with ODE blocks
 
 
 def set_threads(threads):
@@ -59,8 +60,44 @@ def set_determinism(seed):
     tf.config.experimental.enable_op_determinism()
 
 
+class SolverStats(keras.callbacks.Callback):
+    """After every epoch, the function evaluations of the model's ODE blocks on a fixed probe
+    batch, added to the epoch's logs (before `HistoryCSV` writes them):
+
+    - `nfe_forward`: NFE of the forward solves (an eager forward pass, summed over blocks and
+      segments; `ODEBlock.last_stats`);
+    - `nfe_backward`: NFE of the adjoint backward solves of one eager gradient of the loss
+      (`pde_zoo.ode.record_backward_stats`); empty when the blocks use autodiff instead.
+
+    They are measured at the epoch's weights (the adaptive solver's cost changes with them).
+    """
+
+    def __init__(self, images, labels):
+        super().__init__()
+        self.images, self.labels = images, labels
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+
+        from pde_zoo.layers import ODEBlock
+        from pde_zoo.ode import record_backward_stats
+
+        blocks = [layer for layer in self.model.layers if isinstance(layer, ODEBlock)]
+        if logs is None or not blocks:
+            return
+        with record_backward_stats() as backward:
+            with tf.GradientTape() as tape:
+                probs = self.model(self.images, training=True)
+                loss = keras.losses.sparse_categorical_crossentropy(self.labels, probs)
+            tape.gradient(loss, self.model.trainable_weights)
+        logs["nfe_forward"] = sum(block.last_stats["nfe"] for block in blocks)
+        if backward:  # none when the blocks differentiate through the solver (adjoint=False)
+            logs["nfe_backward"] = sum(record["nfe"] for record in backward)
+
+
 class HistoryCSV(keras.callbacks.Callback):
-    """Writes history.csv atomically after every epoch; on resume keeps only the earlier epochs."""
+    """Writes history.csv atomically after every epoch; on resume keeps only the earlier epochs.
+    Columns: `HISTORY_FIELDS`, plus `SOLVER_FIELDS` for models with ODE blocks (`SolverStats`)."""
 
     def __init__(self, path):
         super().__init__()
@@ -81,9 +118,11 @@ class HistoryCSV(keras.callbacks.Callback):
             "test_loss": logs.get("val_loss"),
             "test_accuracy": logs.get("val_accuracy"),
             "seconds": round(time.perf_counter() - self._start, 3),
+            **{k: logs[k] for k in SOLVER_FIELDS if k in logs},
         }
         self.rows = [r for r in self.rows if int(r["epoch"]) != row["epoch"]] + [row]
-        lines = [",".join(HISTORY_FIELDS)] + [",".join(str(r[k]) for k in HISTORY_FIELDS) for r in self.rows]
+        fields = HISTORY_FIELDS + [k for k in SOLVER_FIELDS if k in row]
+        lines = [",".join(fields)] + [",".join(str(r.get(k, "")) for k in fields) for r in self.rows]
         atomic_write_text(self.path, "\n".join(lines) + "\n")
 
 
@@ -169,7 +208,9 @@ def train(
     with run.scope():
         model = pde_zoo.compile_model(build(name, depth, **options), learning_rate)
     out.mkdir(parents=True, exist_ok=True)
+    probe = (x_train[:32].astype("float32") / 255, y_train[:32])
     callbacks = [
+        SolverStats(*probe),
         *([HistoryCSV(out / "history.csv"), keras.callbacks.TensorBoard(str(out / "logs"))] if run.is_chief else []),
         keras.callbacks.TerminateOnNaN(),
         *run.callbacks(out / "backup"),
@@ -204,6 +245,7 @@ def train(
         "best_test_accuracy": float(best["test_accuracy"]) if best else None,
         "best_epoch": int(best["epoch"]) if best else None,
         "train_seconds": round(sum(float(r["seconds"]) for r in history), 1),
+        **{k: int(history[-1][k]) for k in SOLVER_FIELDS if history and history[-1].get(k)},  # last epoch's NFE
         "data": {"sha256": digest, "train_examples": int(len(x_train)), "test_examples": int(len(x_test)), "subset": train_limit is not None or test_limit is not None},
         "versions": {"pde_zoo": pde_zoo.__version__, "tensorflow": _tf_version(), "keras": keras.__version__, "python": platform.python_version()},
         "machine": {"cpus": os.cpu_count(), "tf_threads": threads or "default", "platform": platform.platform()},
