@@ -48,8 +48,6 @@ def _cmd_train(args):
                 raise ValueError("--claim needs --out (the run directory to claim)")
             if args.strategy == "multihost":
                 raise ValueError("--claim is for the sweep's single-process runs; a multihost group's processes share one run directory")
-            if args.strategy == "multihost":
-                raise ValueError("--claim is for the sweep's single-process runs; a multihost group's processes share one run directory")
             try:
                 stack.enter_context(sweep.claim(args.out))
             except sweep.ClaimedError as err:
