@@ -417,10 +417,10 @@ def test_distributed_search_with_a_killed_worker_matches_single_process(tmp_path
 
 # ---------------------------------------------------------------- the sweep across machines
 
-SWEEP = ["--models", "pde2 resnet mlp", "--depths", "5", "--epochs", "3", "--train-limit", "1024", "--test-limit", "200", "--jobs", "1"]
+SWEEP = ["--models", "pde2 mlp", "--depths", "5", "--epochs", "3", "--train-limit", "1024", "--test-limit", "200", "--jobs", "1"]
 
 
-@pytest.mark.slow  # two runners, three jobs, one runner killed and restarted (~2 min)
+@pytest.mark.slow  # two runners, two jobs, one runner killed and restarted (~1.5 min)
 def test_two_runners_share_a_sweep_with_a_runner_killed(tmp_path):
     out = tmp_path / "out"
     cmd = ["bash", str(SCRIPTS / "train_all.sh"), *SWEEP, "--out", str(out)]
@@ -450,11 +450,11 @@ def test_two_runners_share_a_sweep_with_a_runner_killed(tmp_path):
 
     logs = "".join((tmp_path / log).read_text() for log in ("a.log", "b.log", "b-again.log"))
     done = sorted(line.split()[3] for line in logs.splitlines() if line.startswith("== ") and " done  " in line)
-    assert done == ["mlp-0", "pde2-5", "resnet-5"], "every job trained to completion exactly once"
+    assert done == ["mlp-0", "pde2-5"], "every job trained to completion exactly once"
     for run in done:
         card = json.loads((out / run / "card.json").read_text())
         assert card["complete"] and [r["epoch"] for r in history(out / run)] == ["1", "2", "3"]
         assert not (out / run / ".claim").exists() and not (out / run / "backup").exists()
     assert (killed[0] / "train.log").read_text().count("Epoch 1/3") == 1, "the killed job resumed after its epoch 1"
     with open(out / "results.csv") as f:
-        assert sorted(r["model"] for r in csv.DictReader(f)) == ["mlp", "pde2", "resnet"]
+        assert sorted(r["model"] for r in csv.DictReader(f)) == ["mlp", "pde2"]
