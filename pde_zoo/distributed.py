@@ -140,6 +140,7 @@ class Distribution:
         self.kind, self.strategy, self.replicas = kind, strategy, replicas
         self.process_id, self.num_processes, self.coordinator = process_id, num_processes, coordinator
         self.is_chief = process_id == 0
+        self._epoch = None  # the data order's epoch, a tf.Variable once `train_dataset` made one
 
     def describe(self):
         """For the model card."""
@@ -201,7 +202,8 @@ class Distribution:
 
         class DataEpoch(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch, logs=None):
-                epoch_variable.assign(epoch)
+                if epoch_variable is not None:
+                    epoch_variable.assign(epoch)
 
         # Saving builds a throwaway optimizer (Keras's attribute skip-set); under the multihost
         # distribution its variables would be placed by a collective the other processes never
