@@ -6,6 +6,12 @@ max_p |G(p)|; for the stack: the propagator P (the path sum with ReLU removed) b
 Gaussian limits, the product of per-block amplifications (a Lipschitz bound of the whole
 stack), and the path sum with the ReLU gates of a real MNIST test image checked against the
 Keras forward pass. Files: report.md, report.json and PNG figures, each written atomically.
+
+Staged multi-channel models (pdenet, convresnet: one stack of blocks per resolution, blocks
+that mix channels) get the per-block and per-channel part: for a mixing block max_p |G(p)| is
+the spectral norm of its C x C matrix symbol (`physics.system_symbol`), and the per-channel
+rows are its diagonal stencils (for `PDESystemBlock` the channel's PDE, γ = Γ_cc); the
+propagator and path sums, defined for one stack at one resolution, are skipped.
 """
 
 import json
@@ -77,26 +83,44 @@ def _jsonable(obj):
     return obj
 
 
+def _has_layer(model, name):
+    try:
+        model.get_layer(name)
+    except ValueError:
+        return False
+    return True
+
+
 def _figure(**kwargs):
     from matplotlib.figure import Figure  # no pyplot: no global backend state
 
     return Figure(layout="constrained", **kwargs)
 
 
+def channel_stencils(block):
+    """The per-channel stencils (3, 3, C) of a block: its own for a depthwise block, the
+    diagonal K[:, :, c, c] (how channel c acts on itself) for a block that mixes channels."""
+    if physics.mixes_channels(block):
+        return np.einsum("rscc->rsc", physics.system_stencil(block))
+    k = physics.stencil(block)
+    return k[..., None] if k.ndim == 2 else k
+
+
 def layer_table(blocks):
     """Per block and channel: coefficients (PDE blocks), PDE fit and residual, max|G|, von Neumann.
 
-    Returns:
-        list of dicts, one per block: {"index", "name", "type", "max_abs_G" (over channels),
-        "channels": [{"channel", "fit", "residual", "max_abs_G", "coefficients"?, "von_neumann"?}]}.
+    For a block that mixes channels the per-channel entries are those of its diagonal stencils
+    K[:, :, c, c] and the block's "max_abs_G" is max_p ‖G(p)‖₂ of its matrix symbol.
 
-    Raises:
-        ValueError: a block without a per-channel stencil (multi-channel c_ResNet).
+    Returns:
+        list of dicts, one per block: {"index", "name", "type", "mixes_channels", "max_abs_G"
+        (over channels; the matrix norm for a mixing block), "channels": [{"channel", "fit",
+        "residual", "max_abs_G", "coefficients"?, "von_neumann"?}]}.
     """
     rows = []
     for index, block in enumerate(blocks, start=1):
-        k = physics.stencil(block)
-        k = k[..., None] if k.ndim == 2 else k
+        mixing = physics.mixes_channels(block)
+        k = channel_stencils(block)
         coefficients = {n: np.reshape(v, -1) for n, v in block.coefficients().items()} if _is_pde(block) else None
         channels = []
         for c in range(k.shape[-1]):
@@ -105,11 +129,13 @@ def layer_table(blocks):
             if coefficients is not None:
                 values = {n: float(v[c]) for n, v in coefficients.items()}
                 entry["coefficients"] = values
+                entry["drift_scale"] = block.drift_scale
                 entry["von_neumann"] = physics.von_neumann(**values, drift_scale=block.drift_scale)
             channels.append(entry)
         rows.append({
-            "index": index, "name": block.name, "type": type(block).__name__,
-            "max_abs_G": max(e["max_abs_G"] for e in channels), "channels": channels,
+            "index": index, "name": block.name, "type": type(block).__name__, "mixes_channels": mixing,
+            "max_abs_G": physics.max_amplification(block) if mixing else max(e["max_abs_G"] for e in channels),
+            "channels": channels,
         })
     return rows
 
@@ -165,12 +191,15 @@ def _plot_symbol_maps(blocks, path):
     picks = sorted(set(np.linspace(0, len(blocks) - 1, min(MAP_LAYERS, len(blocks))).round().astype(int).tolist()))
     fig = _figure(figsize=(4.2 * len(picks), 3.5))
     for n, t in enumerate(picks, start=1):
-        p, mag = physics.amplification_map(physics.channel_stencil(blocks[t], 0), 129)
+        mixing = physics.mixes_channels(blocks[t])
+        target = blocks[t] if mixing else physics.channel_stencil(blocks[t], 0)
+        p, mag = physics.amplification_map(target, 65 if mixing else 129)
         ax = fig.add_subplot(1, len(picks), n)
         im = ax.imshow(mag, origin="lower", extent=[-np.pi, np.pi, -np.pi, np.pi], cmap="viridis")
         if mag.min() < 1 < mag.max():
             ax.contour(p, p, mag, levels=[1.0], colors="w", linewidths=1)
-        ax.set_title(f"|G(p)| block {t + 1} (max {physics.max_amplification(physics.channel_stencil(blocks[t], 0)):.3f})", fontsize=9)
+        label = "‖G(p)‖₂" if mixing else "|G(p)|"
+        ax.set_title(f"{label} block {t + 1} (max {physics.max_amplification(target):.3f})", fontsize=9)
         ax.set_xlabel("px")
         ax.set_ylabel("py")
         fig.colorbar(im, ax=ax, shrink=0.8)
@@ -292,14 +321,46 @@ def _fmt(x, digits=4):
     return f"{x:.{digits}g}" if isinstance(x, float) else str(x)
 
 
+DIFFUSION_ON = 0.01  # α²/2 + σ²/2 at least this: the channel diffuses (coefficient summary)
+DRIFT_ON = 0.01  # |sβ| + |sρ| at least this: the channel drifts
+
+
+def _coefficient_summary(rows):
+    """Markdown lines: per width (stage), medians of the learned PDE terms and the share of
+    channels with diffusion / drift switched on (thresholds DIFFUSION_ON, DRIFT_ON)."""
+    groups = {}
+    for r in rows:
+        groups.setdefault(len(r["channels"]), []).append(r)
+    lines = [
+        f"What the blocks learned, per width: medians over blocks and channels; 'diffusing' = α²/2 + σ²/2 ≥ "
+        f"{DIFFUSION_ON}, 'drifting' = |sβ| + |sρ| ≥ {DRIFT_ON} (s = drift scale).",
+        "",
+        "| channels | blocks | median α²/2 | median σ²/2 | median |sβ| | median |sρ| | median γ | diffusing | drifting |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for width, group in sorted(groups.items()):
+        entries = [(e["coefficients"], e.get("drift_scale", 1.0)) for r in group for e in r["channels"]]
+        c = {n: np.array([v[n] for v, _ in entries]) for n in COEFFICIENT_LABELS}
+        s = np.array([d for _, d in entries])
+        diffusion = c["alpha"] ** 2 / 2 + c["sigma"] ** 2 / 2
+        drift = np.abs(s * c["beta"]) + np.abs(s * c["rho"])
+        lines.append(
+            f"| {width} | {len(group)} | {_fmt(float(np.median(c['alpha'] ** 2 / 2)))} | {_fmt(float(np.median(c['sigma'] ** 2 / 2)))} | "
+            f"{_fmt(float(np.median(np.abs(s * c['beta']))))} | {_fmt(float(np.median(np.abs(s * c['rho']))))} | "
+            f"{_fmt(float(np.median(c['gamma'])))} | {(diffusion >= DIFFUSION_ON).mean():.0%} | {(drift >= DRIFT_ON).mean():.0%} |"
+        )
+    return lines + [""]
+
+
 def _markdown(report):
     rows = report["layers"]
     pde = "coefficients" in rows[0]["channels"][0]
     lines = [
         f"# Physics report: {report['model']}",
         "",
-        f"{report['depth']} blocks of type {report['block_type']}, {report['channels']} channel(s), "
-        f"{report['params']} parameters; test accuracy {_fmt(report['test_accuracy'])} (from card.json, if any).",
+        f"{report['depth']} blocks of type {report['block_type']}, "
+        + (f"{report['channels']} channel(s), " if not isinstance(report["channels"], list) else f"{'/'.join(map(str, report['channels']))} channels (by stage), ")
+        + f"{report['params']} parameters; test accuracy {_fmt(report['test_accuracy'])} (from card.json, if any).",
         "",
         "Conventions: pre-activation[i, j] = Σ K[dy+1, dx+1] ψ[i+dy, j+dx] (cross-correlation), x = column, "
         "y = row, Δt = Δx = Δy = 1, zero padding. G(p) = Σ K[dy+1, dx+1] e^{i(px dx + py dy)} is the symbol of a "
@@ -315,11 +376,25 @@ def _markdown(report):
         f"largest {_fmt(report['stability']['max_relative_G'], 7)}, blocks > 1: {report['stability']['n_excess']}, "
         f"log10 of the product {_fmt(report['stability']['log10_relative_bound'])}",
         f"- PDE residual ||f - fit|| / ||f|| per block: mean {_fmt(report['pde_residual']['mean'])}, "
-        f"max {_fmt(report['pde_residual']['max'])}, pooled over depth {_fmt(report['pde_residual']['pooled'])}",
+        f"max {_fmt(report['pde_residual']['max'])}, pooled over depth and channels {_fmt(report['pde_residual']['pooled'])}",
         "",
         "## Blocks",
         "",
     ]
+    if any(r["mixes_channels"] for r in rows):
+        lines += [
+            "Blocks that mix channels: max_p ‖G(p)‖₂ is the spectral norm of the C x C matrix symbol (the ℓ² norm of "
+            "the step); the per-channel rows further down are the diagonal stencils (channel c on itself; γ = Γ_cc).",
+            "",
+            "| block | name | channels | max_p ‖G(p)‖₂ | max_p ‖G(p)‖₂ / ‖G(0)‖₂ |",
+            "|---|---|---|---|---|",
+        ]
+        relative = report["stability"]["relative_max"]
+        for r, rel in zip(rows, relative):
+            lines.append(f"| {r['index']} | {r['name']} | {len(r['channels'])} | {_fmt(r['max_abs_G'])} | {_fmt(rel, 7)} |")
+        lines.append("")
+    if pde:
+        lines += _coefficient_summary(rows)
     if pde:
         lines += ["| block | ch | α | β | σ | ρ | γ | max|G| | (α²+σ²)/(1+γ) | ((sβ)²/α²+(sρ)²/σ²)/(1+γ) | max|G| = 1+γ |", "|" + "---|" * 11]
         for r in rows:
@@ -338,17 +413,18 @@ def _markdown(report):
                     + f" | {_fmt(e['residual'])} | {_fmt(e['max_abs_G'])} |"
                 )
     prop = report["propagator"]
-    lines += [
-        "",
-        "## Propagator and its Gaussian limit (channel 0)",
-        "",
-        "P[N+dy, N+dx] = ∂ψ_N[i,j]/∂ψ_0[i+dy, j+dx] with ReLU removed: the path sum of eq 33. Moments of the "
-        "normalised P (mean offset d: features move by -d):",
-        "",
-        "| | mass | mean dy | mean dx | var y | var x | cov xy |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for key, label in [("measured", "P (numerical)"), ("discrete", "exact cumulant sums"), ("continuum", "thesis continuum (eq 35-38)")]:
+    lines += ["", "## Propagator and its Gaussian limit (channel 0)", ""]
+    if "skipped" in prop:
+        lines.append(f"Skipped: {prop['skipped']}.")
+    else:
+        lines += [
+            "P[N+dy, N+dx] = ∂ψ_N[i,j]/∂ψ_0[i+dy, j+dx] with ReLU removed: the path sum of eq 33. Moments of the "
+            "normalised P (mean offset d: features move by -d):",
+            "",
+            "| | mass | mean dy | mean dx | var y | var x | cov xy |",
+            "|---|---|---|---|---|---|---|",
+        ]
+    for key, label in [] if "skipped" in prop else [("measured", "P (numerical)"), ("discrete", "exact cumulant sums"), ("continuum", "thesis continuum (eq 35-38)")]:
         m = prop[key]
         if m is None:
             lines.append(f"| {label} | – | – | – | – | – | – |")
@@ -376,8 +452,8 @@ def analyze(model_or_spec, out_dir=None, image_index=0, data_dir=None):
     """Write the physics report of a model: report.md, report.json and PNG figures.
 
     Args:
-        model_or_spec: keras Model (with a "blocks" layer), pretrained name ("pde1-50"),
-            .keras file or run directory.
+        model_or_spec: keras Model (with a "blocks" layer, or one stack per stage), pretrained
+            name ("pde1-50"), .keras file or run directory.
         out_dir: report directory; default reports/<name>.
         image_index: MNIST test image for the gated path sum (skipped if MNIST is unavailable).
         data_dir: MNIST IDX directory (see `pde_zoo.data`).
@@ -386,7 +462,7 @@ def analyze(model_or_spec, out_dir=None, image_index=0, data_dir=None):
         The report as a dict (what report.json holds), with "out_dir".
 
     Raises:
-        ValueError: no "blocks" layer (mlp, SavedModel) or blocks without per-channel stencils.
+        ValueError: no residual blocks (mlp, SavedModel).
     """
     from pde_zoo.data import DataNotFoundError
 
@@ -398,32 +474,41 @@ def analyze(model_or_spec, out_dir=None, image_index=0, data_dir=None):
     rows = layer_table(blocks)
     profile = physics.amplification_profile(blocks)
     residuals = np.array([e["residual"] for r in rows for e in r["channels"]])
-    stencils = [physics.channel_stencil(b, 0) for b in blocks]
-    residual_kernels = [k - physics.IDENTITY for k in stencils]
+    per_channel = [channel_stencils(b) for b in blocks]
+    residual_kernels = [k[..., c] - physics.IDENTITY for k in per_channel for c in range(k.shape[-1])]
     corners = sum(float((f[::2, ::2] ** 2).sum()) for f in residual_kernels)
     total = sum(float((f**2).sum()) for f in residual_kernels)
-    prop = physics.propagator(stencils)
-    limit = physics.gaussian_limit(blocks, channel=0)
-    measured = physics.stencil_moments(prop) if prop.sum() != 0 else None
-    continuum = limit["continuum"] if np.all(np.diag(limit["continuum"]["cov"]) > 0) else None
-    blocks_layer = model.get_layer("blocks")
-    try:
-        gated = _gated_check(model, blocks_layer, image_index, data_dir)
-    except DataNotFoundError as err:
-        gated = {"skipped": f"MNIST not available ({err})"}
-    figures = ["coefficients.png", "symbol_maps.png", "propagator.png", "stability.png"]
+    widths = sorted({k.shape[-1] for k in per_channel})
+    # The propagator and path sums follow one channel through one stack at one resolution.
+    single_stack = _has_layer(model, "blocks") and not any(r["mixes_channels"] for r in rows)
+    figures = ["coefficients.png", "symbol_maps.png", "stability.png"]
     _plot_coefficients(rows, out / "coefficients.png")
     _plot_symbol_maps(blocks, out / "symbol_maps.png")
-    _plot_propagator(prop, limit, out / "propagator.png")
     _plot_stability(rows, profile, out / "stability.png")
-    if "skipped" not in gated:
-        _plot_gated(gated, prop, out / "gated.png")
-        figures.append("gated.png")
+    if single_stack:
+        stencils = [physics.channel_stencil(b, 0) for b in blocks]
+        prop = physics.propagator(stencils)
+        limit = physics.gaussian_limit(blocks, channel=0)
+        measured = physics.stencil_moments(prop) if prop.sum() != 0 else None
+        continuum = limit["continuum"] if np.all(np.diag(limit["continuum"]["cov"]) > 0) else None
+        propagator = {"steps": len(blocks), "measured": measured, "discrete": limit["discrete"], "continuum": continuum}
+        try:
+            gated = _gated_check(model, model.get_layer("blocks"), image_index, data_dir)
+        except DataNotFoundError as err:
+            gated = {"skipped": f"MNIST not available ({err})"}
+        _plot_propagator(prop, limit, out / "propagator.png")
+        figures.insert(2, "propagator.png")
+        if "skipped" not in gated:
+            _plot_gated(gated, prop, out / "gated.png")
+            figures.append("gated.png")
+    else:
+        reason = "the blocks span several stages (resolutions) or mix channels; the path sums follow one channel through one stack"
+        propagator, gated = {"skipped": reason}, {"skipped": reason}
     report = {
         "model": name,
         "block_type": type(blocks[0]).__name__,
         "depth": len(blocks),
-        "channels": int(physics.stencil(blocks[0]).shape[-1]) if physics.stencil(blocks[0]).ndim == 3 else 1,
+        "channels": widths[0] if len(widths) == 1 else widths,
         "params": int(model.count_params()),
         "test_accuracy": (card or {}).get("test_accuracy"),
         "layers": rows,
@@ -438,7 +523,7 @@ def analyze(model_or_spec, out_dir=None, image_index=0, data_dir=None):
             "log10_relative_bound": profile["log10_relative_bound"],
         },
         "pde_residual": {"mean": float(residuals.mean()), "max": float(residuals.max()), "pooled": math.sqrt(corners / total) if total > 0 else 0.0},
-        "propagator": {"steps": len(blocks), "measured": measured, "discrete": limit["discrete"], "continuum": continuum},
+        "propagator": propagator,
         "gated": {k: v for k, v in gated.items() if k != "weights"},
         "figures": figures,
         "out_dir": str(out),

@@ -3,7 +3,8 @@
 
 One process, side by side, alternating repeats, medians:
 - training throughput (images/s, seconds per 60k-image epoch) at batch 128 of pde1, pde2,
-  resnet (zoo) and mlp, and of a reference c_ResNet written the idiomatic Keras way
+  resnet, pdenet, convresnet (zoo; the last two at their default width) and mlp, and of a
+  reference c_ResNet written the idiomatic Keras way
   (`keras.layers.Conv2D` + `Add` + `ReLU`, kept here), at depths 5 and 50;
 - inference: throughput at batch 1024 and batch-1 latency (p50/p95) of the in-process model
   and of its exported SavedModel;
@@ -57,7 +58,7 @@ def make_model(key):
 def cases(depths):
     keys = ["mlp-0"]
     for d in depths:
-        keys += [f"ref-{d}", f"pde1-{d}", f"pde2-{d}", f"resnet-{d}"]
+        keys += [f"ref-{d}", f"pde1-{d}", f"pde2-{d}", f"resnet-{d}", f"pdenet-{d}", f"convresnet-{d}"]
     return keys
 
 

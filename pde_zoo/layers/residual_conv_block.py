@@ -71,6 +71,13 @@ class ResidualConvBlock(ResidualBlock):
         """The per-channel constant added before the ReLU: the bias b, shape (C,)."""
         return self.bias
 
+    def system_taps(self):
+        """The full correlation kernel of ψ ↦ ψ + K * ψ, identity included, shape (3, 3, C, C)
+        (Keras conv layout [dy + 1, dx + 1, c_in, c_out]; `pde_zoo.physics.system_symbol`)."""
+        identity = ops.eye(self.channels, dtype=self.kernel.dtype)
+        centre = ops.reshape(ops.convert_to_tensor([0, 0, 0, 0, 1, 0, 0, 0, 0], dtype=self.kernel.dtype), (3, 3, 1, 1))
+        return self.kernel + centre * identity
+
     def call(self, inputs):
         update = ops.conv(inputs, self.kernel, strides=1, padding="same")
         return ops.relu(inputs + update + self.bias)

@@ -8,11 +8,13 @@ zero padding, and a block's linear update is the cross-correlation
     pre-activation[i, j] = sum_{dy, dx} K[dy + 1, dx + 1] * ψ[i + dy, j + dx].
 
 All maths is float64 NumPy. Functions take a block layer (anything with `taps()`), a stencil
-array (3, 3) / (3, 3, C), or, for stacks, a model with a "blocks" layer, a `StencilStack` or a
-sequence of blocks.
+array (3, 3) / (3, 3, C), a channel-mixing block or (3, 3, C, C) array (the stability
+functions), or, for stacks, a model with a "blocks" layer or one stack per stage, a
+`StencilStack` or a sequence of blocks.
 
 - `stencil`, `pde_stencil`, `symbol`, `hamiltonian`, `continuum_hamiltonian`, `kernel_to_pde`,
-  `layer_to_pde`, `continuum_coefficients` (stencils.py)
+  `layer_to_pde`, `continuum_coefficients`; for blocks that mix channels `system_stencil`,
+  `system_symbol` (the C x C matrix symbol), `mixes_channels` (stencils.py)
 - `propagator`, `path_sum`, `gated_propagator`, `blocks_of`, `stencils_of` (paths.py)
 - `stencil_moments`, `pde_step_moments`, `gaussian_limit`, `gaussian_on_grid`, `path_action`,
   `classical_action` (gaussian.py)
@@ -39,15 +41,19 @@ from pde_zoo.physics.stencils import (
     hamiltonian,
     kernel_to_pde,
     layer_to_pde,
+    mixes_channels,
     pde_stencil,
     stencil,
     symbol,
+    system_stencil,
+    system_symbol,
 )
 
 __all__ = [
     "GatedPropagator", "IDENTITY", "OPERATORS", "PDE_TERMS", "amplification_map", "amplification_profile",
     "blocks_of", "channel_stencil", "classical_action", "continuum_coefficients", "continuum_hamiltonian",
     "correlate", "gated_propagator", "gaussian_limit", "gaussian_on_grid", "hamiltonian", "kernel_to_pde",
-    "layer_to_pde", "max_amplification", "path_action", "path_sum", "pde_step_moments", "pde_stencil",
-    "propagator", "stencil", "stencil_moments", "stencils_of", "symbol", "von_neumann",
+    "layer_to_pde", "max_amplification", "mixes_channels", "path_action", "path_sum", "pde_step_moments",
+    "pde_stencil", "propagator", "stencil", "stencil_moments", "stencils_of", "symbol", "system_stencil",
+    "system_symbol", "von_neumann",
 ]

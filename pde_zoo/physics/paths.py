@@ -19,18 +19,22 @@ from pde_zoo.physics.stencils import _stencil3
 def blocks_of(layers_or_model):
     """The list of blocks of a model, a `StencilStack`, one block, a stencil array or a sequence.
 
-    A keras Model must have a layer named "blocks" (a `StencilStack`, as `pde_zoo.build`
-    makes); its `.blocks` are returned. Sequence items may be blocks or stencil arrays.
+    A keras Model must have a layer named "blocks" (a `StencilStack`, as the thesis models
+    have), whose `.blocks` are returned, or else one `StencilStack` per stage (pdenet,
+    convresnet: "stage_1", "stage_2", ...), whose blocks are returned in model order.
+    Sequence items may be blocks or stencil arrays.
 
     Raises:
-        ValueError: a model without a "blocks" layer.
+        ValueError: a model with neither.
     """
     if hasattr(layers_or_model, "get_layer"):
         try:
-            stack = layers_or_model.get_layer("blocks")
-        except ValueError as err:
-            raise ValueError(f"Model {layers_or_model.name!r} has no layer named 'blocks' (a StencilStack), so no residual blocks to analyse (the mlp model has none).") from err
-        return list(stack.blocks)
+            return list(layers_or_model.get_layer("blocks").blocks)
+        except ValueError:
+            stacks = [layer for layer in layers_or_model.layers if hasattr(layer, "blocks") and hasattr(layer, "trajectory")]
+        if not stacks:
+            raise ValueError(f"Model {layers_or_model.name!r} has no layer named 'blocks' and no stage of blocks (a StencilStack), so no residual blocks to analyse (the mlp model has none).")
+        return [block for stack in stacks for block in stack.blocks]
     if hasattr(layers_or_model, "blocks"):
         return list(layers_or_model.blocks)
     if isinstance(layers_or_model, np.ndarray) or hasattr(layers_or_model, "taps"):

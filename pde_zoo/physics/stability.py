@@ -21,12 +21,20 @@ the sum of a point and two ellipses. Hence, exactly,
     i.e. no wave grows faster than the mean (p = 0) mode. For γ = 0 this *is* the stability
     region: α² + σ² ≤ 1 and (sβ)²/α² + (sρ)²/σ² ≤ 1. For PDE1 (s = 1) a drift |β| > |α| alone
     already amplifies; PDE2's s = -1/8 allows |β| up to 8|α|.
+
+Blocks that mix channels (`PDESystemBlock`: ψ + Aψ with a channel mixing Γ; a multi-channel
+`ResidualConvBlock`) multiply the plane wave v e^{ip·x} (v in C^C) by a C x C matrix G(p)
+(`system_symbol`); the step is non-expanding in ℓ² iff max_p ‖G(p)‖₂ ≤ 1 (spectral norm),
+which `max_amplification` returns for them. `PDESystemBlock(stable=True)` satisfies it for
+any weights (proof in `pde_zoo.layers.pde_system_block.PDESystemWeights`).
 """
 
 import numpy as np
 
-from pde_zoo.physics.paths import blocks_of, stencils_of
-from pde_zoo.physics.stencils import OFFSETS, _stencil3, symbol
+from pde_zoo.physics.paths import blocks_of
+from pde_zoo.physics.stencils import OFFSETS, _stencil3, mixes_channels, symbol, system_stencil, system_symbol
+
+SYSTEM_GRID = 65  # default p-grid of a channel-mixing block (a C x C norm per point)
 
 
 def _grid(n):
@@ -35,32 +43,56 @@ def _grid(n):
     return np.linspace(-np.pi, np.pi, n)
 
 
-def amplification_map(layer, n=257):
-    """|G(p)| on the n x n grid p in [-π, π]² (both ends included).
+def _spectral_norm(g):
+    """‖G‖₂ of a stack of square matrices (..., C, C): the largest singular value."""
+    return np.linalg.svd(g, compute_uv=False)[..., 0]
+
+
+def _system_norm(k, px, py):
+    return _spectral_norm(system_symbol(k, px, py))
+
+
+def amplification_map(layer, n=None):
+    """|G(p)| on the n x n grid p in [-π, π]² (both ends included); for a block that mixes
+    channels (`physics.mixes_channels`) the spectral norm ‖G(p)‖₂ of its matrix symbol.
+
+    Args:
+        layer: block or stencil array; n: odd grid size (default 257, 65 for a mixing block).
 
     Returns:
         (p, mag): p (n,) the grid of px and of py; mag (n, n) with rows py and columns px,
-        (n, n, C) for C > 1 channels.
+        (n, n, C) for a depthwise block with C > 1 channels.
     """
-    p = _grid(n)
+    if mixes_channels(layer):
+        p = _grid(SYSTEM_GRID if n is None else n)
+        py, px = np.meshgrid(p, p, indexing="ij")
+        return p, _system_norm(system_stencil(layer), px, py)
+    p = _grid(257 if n is None else n)
     phase = np.exp(1j * np.outer(p, OFFSETS))
     mag = np.abs(np.einsum("ar,rsc,bs->abc", phase, _stencil3(layer), phase))
     return p, (mag[..., 0] if mag.shape[-1] == 1 else mag)
 
 
-def max_amplification(layer, n=257, refine=4):
-    """max over p in [-π, π]² of |G(p)| (von Neumann amplification of one block).
+def max_amplification(layer, n=None, refine=4):
+    """max over p in [-π, π]² of |G(p)| (von Neumann amplification of one block); for a block
+    that mixes channels (`PDESystemBlock`, a multi-channel `ResidualConvBlock`, a (3, 3, C, C)
+    array) max_p ‖G(p)‖₂, the spectral norm of its matrix symbol (`system_symbol`): the ℓ²
+    operator norm of the lattice update.
 
     The maximum of the n x n grid is refined `refine` times on a 21 x 21 local grid around the
     best point, each time 10x finer, so smooth maxima are found to ~1e-12.
 
     Args:
         layer: block or stencil array.
-        n: odd grid size; refine: refinement rounds.
+        n: odd grid size (default 257; 65 for a mixing block, a C x C norm per point).
+        refine: refinement rounds.
 
     Returns:
-        float, or array (C,) for C > 1 channels.
+        float for one channel or a mixing block, else array (C,) (one value per channel).
     """
+    if mixes_channels(layer):
+        return _max_system_amplification(system_stencil(layer), SYSTEM_GRID if n is None else n, refine)
+    n = 257 if n is None else n
     k = _stencil3(layer)
     p, mag = amplification_map(k, n)
     mag = mag.reshape(n, n, -1)
@@ -78,6 +110,33 @@ def max_amplification(layer, n=257, refine=4):
             h /= 10
         out.append(float(best))
     return out[0] if len(out) == 1 else np.array(out)
+
+
+def _max_system_amplification(k, n, refine):
+    """max_p ‖G(p)‖₂ of a system stencil (3, 3, C, C): grid over py ≥ 0 (‖G(-p)‖ = ‖G(p)‖ for a
+    real kernel, G(-p) = conj G(p)), then the local refinement of `max_amplification`."""
+    p = _grid(n)
+    half = p[n // 2 :]
+    py, px = np.meshgrid(half, p, indexing="ij")
+    mag = _system_norm(k, px, py)
+    row, col = np.unravel_index(np.argmax(mag), mag.shape)
+    best, py0, px0, h = mag[row, col], half[row], p[col], p[1] - p[0]
+    for _ in range(refine):
+        local = np.linspace(-h, h, 21)
+        gy, gx = np.meshgrid(py0 + local, px0 + local, indexing="ij")
+        m = _system_norm(k, gx, gy)
+        idx = np.unravel_index(np.argmax(m), m.shape)
+        if m[idx] > best:
+            best, py0, px0 = m[idx], gy[idx], gx[idx]
+        h /= 10
+    return float(best)
+
+
+def _zero_mode(layer):
+    """|G(0)| per channel (C,), or (1,) holding ‖G(0)‖₂ for a mixing block."""
+    if mixes_channels(layer):
+        return np.array([_spectral_norm(system_stencil(layer).sum(axis=(0, 1)).T)])
+    return np.abs(_stencil3(layer).sum(axis=(0, 1)))
 
 
 def _support_max(z0, a, bx, b, by, points=4097, rounds=60):
@@ -141,7 +200,7 @@ def von_neumann(alpha, beta, sigma, rho, gamma, drift_scale=1.0):
     }
 
 
-def amplification_profile(layers_or_model, n=257):
+def amplification_profile(layers_or_model, n=None):
     """Per-block max_p |G_t(p)|, its product over depth, and the same relative to the mean mode.
 
     The product bounds the whole stack: on any image with zero padding, the zero-padded
@@ -150,31 +209,37 @@ def amplification_profile(layers_or_model, n=257):
 
         ||Φ(ψ) - Φ(φ)||₂ ≤ prod_t max_p |G_t(p)| · ||ψ - φ||₂
 
-    for the stack Φ of the blocks, ReLU included (per channel for depthwise blocks).
+    for the stack Φ of the blocks, ReLU included (per channel for depthwise blocks; for blocks
+    that mix channels, max_p |G_t(p)| is the spectral norm max_p ‖G_t(p)‖₂ and the bound holds
+    for the whole multi-channel state). Between stages at different resolutions (pdenet)
+    the product covers the blocks only, not the transitions.
     The relative amplification max_p |G_t(p)| / |G_t(0)| ≥ 1 leaves out the uniform gain
     |G(0)| = |1 + γ| (a rescaling of the whole image, which a bias-free ReLU stack passes on
     unchanged, Φ(cψ) = cΦ(ψ) for c > 0) and measures how much faster than the mean any pattern
     grows: 1 exactly inside the region of `von_neumann`'s "zero_mode_dominates".
 
     Args:
-        layers_or_model: as in `propagator`; n: grid size of `max_amplification`.
+        layers_or_model: as in `propagator` (a staged model: the blocks of every stage);
+            n: grid size of `max_amplification`.
 
     Returns:
-        dict: "max_abs_G" (N,) or (N, C); "layer_max" (N,) the maximum over channels;
+        dict: "max_abs_G" (N, C) for depthwise blocks with C > 1 channels each, else (N,)
+        (one value per block: one channel, a mixing block's ‖G‖₂, or blocks of different
+        widths, their maximum over channels); "layer_max" (N,) the maximum over channels;
         "log10_cumulative" (N,) cumulative sum of log10(layer_max); "log10_bound" the total;
         "relative_max" (N,) max over channels of max_p |G| / |G(0)| (inf where G(0) = 0);
         "log10_relative_bound" sum of log10(relative_max).
     """
-    stencils = stencils_of(blocks_of(layers_or_model))
-    shape = (len(stencils), stencils[0].shape[-1] if stencils else 1)
-    per_layer = np.array([max_amplification(k, n) for k in stencils]).reshape(shape)
-    zero_mode = np.array([np.abs(k.sum(axis=(0, 1))) for k in stencils]).reshape(shape)
+    blocks = blocks_of(layers_or_model)
+    per_block = [np.atleast_1d(max_amplification(b, n)) for b in blocks]
+    zero_mode = [_zero_mode(b) for b in blocks]
     with np.errstate(divide="ignore"):
-        relative = (per_layer / zero_mode).max(axis=1)
-    layer_max = per_layer.max(axis=1)
+        relative = np.array([(g / z).max() for g, z in zip(per_block, zero_mode)])
+    layer_max = np.array([g.max() for g in per_block])
+    same_width = len({g.shape for g in per_block}) == 1 and per_block and per_block[0].shape[0] > 1
     cumulative = np.cumsum(np.log10(layer_max))
     return {
-        "max_abs_G": per_layer[:, 0] if per_layer.shape[1] == 1 else per_layer,
+        "max_abs_G": np.stack(per_block) if same_width else layer_max,
         "layer_max": layer_max,
         "log10_cumulative": cumulative,
         "log10_bound": float(cumulative[-1]) if len(cumulative) else 0.0,

@@ -241,3 +241,66 @@ def continuum_hamiltonian(layer, px, py, channel=None):
     c = continuum_coefficients(layer, channel)
     px, py = np.broadcast_arrays(np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64))
     return (-0.5 * c["alpha2"] * px**2 - 0.5 * c["sigma2"] * py**2 + c["gamma"]) + 1j * (c["drift_x"] * px + c["drift_y"] * py)
+
+
+def mixes_channels(layer):
+    """Whether a block (or array) couples its channels: a (3, 3, C, C) array with C > 1, or a
+    built layer with `system_taps()` (PDESystemBlock, ResidualConvBlock) and more than one
+    channel. Such a block has a C x C matrix symbol (`system_symbol`), not one per channel."""
+    if isinstance(layer, np.ndarray):
+        return layer.ndim == 4 and layer.shape[-1] > 1
+    return hasattr(layer, "system_taps") and getattr(layer, "channels", 1) > 1
+
+
+def system_stencil(layer):
+    """The full 3x3 correlation kernel of a block's linear update, identity included, in Keras
+    conv layout (3, 3, C_in, C_out):
+
+        pre-activation[i, j, c] = sum_{dy, dx, c'} K[dy + 1, dx + 1, c', c] ψ[i + dy, j + dx, c'].
+
+    For a channel-mixing block (`system_taps()`: `PDESystemBlock`: its per-channel stencils on
+    the diagonal and Γ[c, c'] at the centre; `ResidualConvBlock`: kernel + identity) the
+    layer's kernel; for a depthwise block or a (3, 3[, C]) array, the per-channel stencils
+    (`stencil`) on the diagonal. A (3, 3, C, C) array is returned as float64.
+
+    Raises:
+        ValueError: unbuilt layer or an array of the wrong shape.
+    """
+    if isinstance(layer, np.ndarray) and layer.ndim == 4:
+        if layer.shape[:2] != (3, 3) or layer.shape[2] != layer.shape[3]:
+            raise ValueError(f"A system stencil must have shape (3, 3, C, C). Received: shape={layer.shape}")
+        return np.asarray(layer, dtype=np.float64)
+    if not isinstance(layer, np.ndarray) and hasattr(layer, "system_taps"):
+        if not layer.built:
+            raise ValueError(f"Layer {layer.name!r} is not built; call it on an input (or build it) before taking its stencil.")
+        import keras
+
+        return np.asarray(keras.ops.convert_to_numpy(layer.system_taps()), dtype=np.float64)
+    k = _stencil3(layer)
+    return np.einsum("rsc,cd->rscd", k, np.eye(k.shape[-1]))
+
+
+def system_symbol(layer, px, py):
+    """The matrix symbol G(p) (C x C) of a block's linear update: on ψ[i, j] = v exp(i(px j + py i)),
+    v in C^C, the update gives G(p) v exp(i(px j + py i)), with
+
+        G(p)[c, c'] = sum_{dy, dx} K[dy + 1, dx + 1, c', c] exp(i (px dx + py dy))
+
+    (K = `system_stencil`). For a `PDESystemBlock` G(p) = I + diag(ℓ_c(p)) + Γ, ℓ_c the
+    per-channel `symbol` minus 1; for a depthwise block the diagonal matrix of the per-channel
+    symbols. Von Neumann stability of a system is max_p ‖G(p)‖₂ ≤ 1
+    (`pde_zoo.physics.max_amplification`).
+
+    Args:
+        layer: block or stencil array (see `system_stencil`).
+        px, py: wave numbers, arrays broadcast against each other.
+
+    Returns:
+        complex128 array of the broadcast shape of px, py plus (C, C), indexed [..., c, c'].
+    """
+    k = system_stencil(layer)
+    channels = k.shape[-1]
+    px, py = np.broadcast_arrays(np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64))
+    phase = np.exp(1j * (py[..., None, None] * OFFSETS[:, None] + px[..., None, None] * OFFSETS))  # (..., 3, 3)
+    g = phase.reshape(-1, 9) @ k.transpose(0, 1, 3, 2).reshape(9, channels * channels)
+    return g.reshape(px.shape + (channels, channels))

@@ -1,0 +1,226 @@
+"""A reaction-diffusion-advection system: a five-point PDE stencil per channel plus a 1x1 channel mixing."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from pde_zoo.layers.pde_block import coefficient_taps, taps_matrix
+from pde_zoo.layers.residual_block import ResidualBlock
+
+STENCIL_NAMES = ("alpha", "beta", "sigma", "rho")
+# λx, λy, λm of the stable parametrization: the shares of the step taken by the x stencil, the y
+# stencil and the mixing (they sum to 1; see `PDESystemWeights`).
+STABLE_SPLIT = (0.25, 0.25, 0.5)
+
+
+def schur_bound(matrix):
+    """sqrt(‖M‖₁ ‖M‖∞) (max column and max row absolute sums), an upper bound of the spectral norm ‖M‖₂."""
+    magnitude = ops.abs(matrix)
+    return ops.sqrt(ops.max(ops.sum(magnitude, axis=0)) * ops.max(ops.sum(magnitude, axis=1)))
+
+
+class PDESystemWeights:
+    """Weights and linear operator of the reaction-diffusion-advection system (shared by
+    `PDESystemBlock` and `PDESystemField`).
+
+    The linear part of the field, on NHWC states ψ with C channels, is
+
+        A ψ + b,   (A ψ)_c = α_c²/2 Dxx ψ_c + s β_c Dx ψ_c + σ_c²/2 Dyy ψ_c + s ρ_c Dy ψ_c + Σ_c' Γ_cc' ψ_c'
+
+    (the eq-22 stencils of CONVENTIONS.md, zero padding, s = `drift_scale`): a depthwise
+    five-point PDE stencil per channel plus a 1x1 channel mixing Γ (C x C) and a bias b (C,).
+
+    Weights (raw, trainable): `alpha`, `beta`, `sigma`, `rho`, `bias` of shape (C,) and
+    `mixing` W of shape (C, C), indexed [c, c'] (output, input). The effective coefficients:
+
+    - `stable=False`: α, β, σ, ρ, b are the weights and Γ = W.
+    - `stable=True` (λx, λy, λm = `STABLE_SPLIT` = 1/4, 1/4, 1/2):
+
+          α = sqrt(λx) tanh(α_w),   s β = λx tanh(α_w) tanh(β_w),
+          σ = sqrt(λy) tanh(σ_w),   s ρ = λy tanh(σ_w) tanh(ρ_w),
+          Γ = λm (Q - I),   Q = (I + W) / (1 + relu(ν(I + W) - 1)),   ν(M) = sqrt(‖M‖₁ ‖M‖∞).
+
+      Claim: for ANY weight values the Euler step ψ ↦ ψ + Aψ is non-expansive in ℓ², i.e. its
+      matrix symbol G(p) = I + diag(ℓ_c(p)) + Γ (per wave number p, C x C) has
+      max_p ‖G(p)‖₂ ≤ 1 (von Neumann), where, with X = sin²(px/2), Y = sin²(py/2),
+
+          ℓ_c(p) = -2a_c X - 2b_c Y + i (B_c sin px + R_c sin py),   a = α², b = σ², B = sβ, R = sρ.
+
+      Proof. Split G(p) = λx Dx(p) + λy Dy(p) + λm Q with the diagonal matrices
+      Dx = I + diag(-2a X + i B sin px)/λx and Dy likewise. ‖Q‖₂ ≤ ν(Q) ≤ 1 (Schur's bound
+      ‖M‖₂² ≤ ‖M‖₁‖M‖∞; dividing by 1 + relu(ν - 1) = max(1, ν) makes ν(Q) ≤ 1). Each diagonal
+      entry of Dx is g = 1 - 2tX + i u sin px with t = a/λx = tanh²(α_w) ∈ [0, 1] and
+      u = B/λx, u² = t tanh²(β_w) ≤ t; using sin²px = 4X(1 - X),
+
+          |g|² = 1 - 4X [ (t - u²) + X (u² - t²) ],
+
+      and the bracket, linear in X ∈ [0, 1], is t - u² ≥ 0 at X = 0 and t(1 - t) ≥ 0 at X = 1,
+      so |g| ≤ 1; likewise Dy. Hence ‖G(p)‖₂ ≤ λx + λy + λm = 1 for every p. The bias
+      cancels in differences and ReLU is 1-Lipschitz, so a stable block is 1-Lipschitz in ℓ²;
+      with zero padding the step is a compression of the lattice operator, whose norm is
+      max_p ‖G(p)‖₂, so the bound holds on the image with its boundary too. At W = 0 the
+      mixing is Γ = 0, so both parametrizations start as a per-channel PDE step.
+    """
+
+    def _init_system(self, drift_scale, stable, initializers):
+        if not isinstance(stable, bool):
+            raise ValueError(f"stable must be True or False. Received: stable={stable!r}")
+        if not float(drift_scale) != 0.0:
+            raise ValueError(f"drift_scale must be non-zero (the drift is s β Dx). Received: drift_scale={drift_scale!r}")
+        self.drift_scale = float(drift_scale)
+        self.stable = stable
+        for name, value in initializers.items():
+            if value is None and name in ("alpha", "sigma"):  # not 0: their gradient vanishes there
+                value = keras.initializers.Constant(0.1)
+            setattr(self, f"{name}_initializer", keras.initializers.get(value))
+        # Correlation taps of ψ + α²/2 Dxx ψ + B Dx ψ + σ²/2 Dyy ψ + R Dy ψ from u = [1, α², σ², B, R, 0].
+        self._system_taps_matrix = taps_matrix(1.0, identity=True)[None]
+
+    def _build_system(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(
+                f"{type(self).__name__} expects NHWC input (N, H, W, C) with a known channel count, "
+                f"e.g. (N, 28, 28, 16). Received: input_shape={tuple(input_shape)}"
+            )
+        self.channels = int(input_shape[-1])
+        c = self.channels
+        for name in STENCIL_NAMES + ("bias",):
+            setattr(self, name, self.add_weight(name=name, shape=(c,), initializer=getattr(self, f"{name}_initializer")))
+        self.mixing = self.add_weight(name="mixing", shape=(c, c), initializer=self.mixing_initializer)
+
+    def _effective(self):
+        """(α, sβ, σ, sρ, Γ, b) as tensors: the coefficients the step uses (see the class docstring)."""
+        alpha, beta, sigma, rho = (getattr(self, n).value for n in STENCIL_NAMES)
+        w, bias = self.mixing.value, self.bias.value
+        if not self.stable:
+            return alpha, self.drift_scale * beta, sigma, self.drift_scale * rho, w, bias
+        lx, ly, lm = STABLE_SPLIT
+        t_alpha, t_sigma = ops.tanh(alpha), ops.tanh(sigma)
+        m = ops.eye(self.channels, dtype=w.dtype) + w
+        q = m / (1.0 + ops.relu(schur_bound(m) - 1.0))
+        gamma = lm * (q - ops.eye(self.channels, dtype=w.dtype))
+        return (
+            np.sqrt(lx) * t_alpha, lx * t_alpha * ops.tanh(beta), np.sqrt(ly) * t_sigma, ly * t_sigma * ops.tanh(rho), gamma, bias
+        )
+
+    def _stencil_taps(self, alpha, drift_x, sigma, drift_y):
+        """(3, 3, C) correlation taps of ψ + the per-channel stencil part of Aψ (identity included)."""
+        zeros = ops.zeros_like(alpha)
+        rows = (ops.reshape(v, (1, -1)) for v in (alpha, drift_x, sigma, drift_y, zeros))
+        return coefficient_taps(*rows, self._system_taps_matrix)[0]
+
+    def pre_activation(self, psi):
+        """ψ + Aψ + b: the explicit Euler step of the linear part (before the nonlinearity)."""
+        alpha, drift_x, sigma, drift_y, gamma, bias = self._effective()
+        kernel = ops.expand_dims(ops.cast(self._stencil_taps(alpha, drift_x, sigma, drift_y), psi.dtype), -1)
+        stencil = ops.depthwise_conv(psi, kernel, strides=1, padding="same")
+        mixed = ops.matmul(psi, ops.transpose(ops.cast(gamma, psi.dtype)))  # (Γψ)_c = Σ_c' Γ[c, c'] ψ_c'
+        return stencil + mixed + ops.cast(bias, psi.dtype)
+
+    def system_taps(self):
+        """The full correlation kernel of ψ ↦ ψ + Aψ in Keras conv layout, shape (3, 3, C_in, C_out):
+        the stencil of channel c on the diagonal, Γ[c, c'] at the centre tap [1, 1, c', c]."""
+        alpha, drift_x, sigma, drift_y, gamma, _ = self._effective()
+        taps = self._stencil_taps(alpha, drift_x, sigma, drift_y)  # (3, 3, C)
+        diagonal = ops.expand_dims(taps, -1) * ops.eye(self.channels, dtype=taps.dtype)  # (3, 3, C, C)
+        centre = np.zeros((3, 3, 1, 1), dtype="float32")
+        centre[1, 1] = 1.0
+        return diagonal + ops.convert_to_tensor(centre, dtype=taps.dtype) * ops.transpose(gamma)[None, None]
+
+    def coefficients(self):
+        """The effective per-channel coefficients as NumPy arrays (C,): 'alpha', 'beta', 'sigma',
+        'rho' (the PDE form α²/2 Dxx + s β Dx + ..., so β = (sβ)/s) and 'gamma' = diag(Γ), the
+        reaction of each channel on itself (the eq-39 γ of the channel's diagonal stencil)."""
+        alpha, drift_x, sigma, drift_y, gamma, _ = (keras.ops.convert_to_numpy(v) for v in self._effective())
+        s = self.drift_scale
+        return {"alpha": alpha, "beta": drift_x / s, "sigma": sigma, "rho": drift_y / s, "gamma": np.diagonal(gamma).copy()}
+
+    def mixing_matrix(self):
+        """The effective channel mixing Γ as a NumPy array (C, C), indexed [c, c'] (output, input)."""
+        return keras.ops.convert_to_numpy(self._effective()[4])
+
+    def _system_config(self):
+        config = {"drift_scale": self.drift_scale, "stable": self.stable}
+        for name in STENCIL_NAMES + ("mixing", "bias"):
+            config[f"{name}_initializer"] = keras.initializers.serialize(getattr(self, f"{name}_initializer"))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="pde_zoo")
+class PDESystemBlock(PDESystemWeights, ResidualBlock):
+    """One Euler step (Δt = Δx = Δy = 1) of a reaction-diffusion-advection system, then ReLU:
+
+        ψ_c ← relu( ψ_c + α_c²/2 Dxx ψ_c + s β_c Dx ψ_c + σ_c²/2 Dyy ψ_c + s ρ_c Dy ψ_c
+                    + Σ_c' Γ_cc' ψ_c' + b_c )  =  relu(ψ + Aψ + b)
+
+    (thesis eq 39 per channel, the reaction γψ generalised to a channel mixing Γ; stencils and
+    zero boundary of CONVENTIONS.md). Structurally a depthwise-separable residual block whose
+    depthwise kernel is a PDE. As a `ResidualBlock` it is the Euler step of Δt = 1 of
+
+        f(ψ) = relu(ψ + Aψ + b) - ψ     (`vector_field`);
+
+    `PDESystemField` is the same field as a `VectorField`, for `ODEBlock`. No normalization
+    inside the block: the step is exactly the stated Euler step, so its von Neumann analysis
+    (`pde_zoo.physics.max_amplification`, the matrix symbol's spectral norm) is the block's;
+    the zoo's models normalise between stages instead.
+
+    The step mixes channels, so it is not fusable into the depthwise stencil op; it runs as a
+    depthwise convolution plus a matrix product.
+
+    Args:
+        drift_scale: `s` multiplying the drift terms (non-zero; 1 as PDE1, -1/8 as PDE2).
+        stable: parametrize the coefficients so that max_p ‖G(p)‖₂ ≤ 1 for any weights
+            (`PDESystemWeights` states the map and proves the bound).
+        alpha_initializer, beta_initializer, sigma_initializer, rho_initializer,
+        mixing_initializer, bias_initializer: initializers of the raw weights; by default a
+            weak diffusion (α_w = σ_w = 0.1), no drift, Γ = 0, b = 0: every block starts as a
+            per-channel diffusion step, close to the identity.
+        **kwargs: `keras.layers.Layer` arguments.
+
+    Weights: `alpha`, `beta`, `sigma`, `rho`, `bias` (C,), `mixing` (C, C) (raw; the
+    effective values: `coefficients()`, `mixing_matrix()`).
+
+    Call arguments:
+        inputs: float tensor `(N, H, W, C)`, NHWC.
+
+    Example:
+    >>> block = pde_zoo.layers.PDESystemBlock(stable=True)
+    >>> y = block(np.random.rand(2, 28, 28, 8).astype("float32"))
+    >>> pde_zoo.physics.max_amplification(block) <= 1 + 1e-6
+    True
+    """
+
+    def __init__(
+        self,
+        drift_scale=1.0,
+        stable=False,
+        alpha_initializer=None,
+        beta_initializer="zeros",
+        sigma_initializer=None,
+        rho_initializer="zeros",
+        mixing_initializer="zeros",
+        bias_initializer="zeros",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self._init_system(
+            drift_scale, stable,
+            dict(alpha=alpha_initializer, beta=beta_initializer, sigma=sigma_initializer, rho=rho_initializer,
+                 mixing=mixing_initializer, bias=bias_initializer),
+        )
+
+    def build(self, input_shape):
+        self._build_system(input_shape)
+
+    def call(self, inputs):
+        return ops.relu(self.pre_activation(inputs))
+
+    def vector_field(self, t, psi):
+        """f(t, ψ) = relu(ψ + Aψ + b) - ψ (autonomous: t unused)."""
+        del t
+        return self(psi) - psi
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._system_config())
+        return config
