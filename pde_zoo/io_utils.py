@@ -3,21 +3,25 @@ renamed into place, so an interrupted run never leaves a half-written file."""
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 
 def atomic_write_text(path, text):
+    """Write `text` to `path` through a temporary file in the same directory and a rename. The
+    file gets the permissions `open()` would give it (mode 0o666, less the process's umask)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    while True:  # a fresh name, created here (O_EXCL); the kernel applies the umask to 0o666
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            break
+        except FileExistsError:
+            continue
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions
     os.replace(tmp, path)
 
 

@@ -29,9 +29,10 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from pde_zoo.cache import CACHE_ENV, cache_dir
+
 MODELS_ENV = "PDE_ZOO_MODELS"
 URL_ENV = "PDE_ZOO_MODELS_URL"
-CACHE_ENV = "PDE_ZOO_CACHE"
 # The raw files URL of the repository's saved_models/ (e.g.
 # "https://raw.githubusercontent.com/OWNER/REPO/TAG/saved_models"); none is published yet.
 DEFAULT_MODELS_URL = None
@@ -120,8 +121,6 @@ def manifest_differences(models_dir=None, path=None):
 
 def cache_models_dir():
     """The download cache of pretrained models: `$PDE_ZOO_CACHE/models` (default ~/.cache/pde_zoo/models)."""
-    from pde_zoo.data import cache_dir
-
     return cache_dir() / "models"
 
 

@@ -71,6 +71,20 @@ def validate_depth(depth):
     return depth
 
 
+def run_name(name, depth):
+    """The name of `name` at `depth`, "<name>-<depth>" (e.g. "pde2-50"): the Keras model's name,
+    its run directory, its pretrained name. Registry names contain no "-" (`parse_run_name`)."""
+    return f"{name}-{depth}"
+
+
+def parse_run_name(run):
+    """(name, depth) of a "<name>-<depth>" string (`run_name`'s inverse); ValueError otherwise."""
+    name, sep, depth = run.rpartition("-")
+    if not (sep and name and depth.isdigit()):
+        raise ValueError(f"Expected NAME-DEPTH, e.g. 'pde2-50'. Received: {run!r}")
+    return name, int(depth)
+
+
 def build(name, depth=None, **options):
     """Build the registered model `name` with `depth` blocks; returns an *uncompiled* keras.Model.
 

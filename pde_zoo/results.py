@@ -1,5 +1,5 @@
 """Results tables generated from the model cards (never typed): saved_models/results.csv and
-the README's results table, with the thesis numbers (CONVENTIONS.md) beside ours."""
+the README's results table, with the thesis numbers (docs/conventions.md) beside ours."""
 
 import csv
 import io
@@ -25,7 +25,7 @@ def collect(models_dir):
     """One row per finished run directory (with card.json) under `models_dir`, sorted by name, depth.
 
     `recipe` is "thesis" for the thesis recipe (`pde-zoo train`: fixed Adam learning rate,
-    test accuracy every epoch) and "own" for a model's own recipe (`scripts/train_jax.py`:
+    test accuracy every epoch) and "own" for a model's own recipe (`scripts/train_recipe.py`:
     schedule, augmentation, a validation split; the test set scored once, at the end).
     """
     rows = []

@@ -8,7 +8,6 @@
     logs/            TensorBoard;  backup/  BackupAndRestore state while the run is unfinished
 """
 
-import csv
 import json
 import os
 import platform
@@ -21,35 +20,15 @@ from pathlib import Path
 import keras
 import numpy as np
 
-import pde_zoo
 from pde_zoo import data as data_lib
 from pde_zoo import distributed
-from pde_zoo.io_utils import atomic_save, atomic_write_json, atomic_write_text
-from pde_zoo.registry import build, get_spec, validate_depth
-
-THESIS_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "loss": "sparse_categorical_crossentropy", "batch_size": 128, "epochs": 50}
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
-SOLVER_FIELDS = ["nfe_forward", "nfe_backward"]  # history.csv columns of models with ODE blocks
-
-
-def set_threads(threads):
-    """Let TensorFlow run `threads` ops at once, each on one thread; None or 0 keeps TF's defaults.
-
-    Sets inter-op parallelism to `threads` and intra-op parallelism to 1: the zoo's ops are
-    small, and the stencil op splits its own work over the inter-op threads
-    (`pde_zoo.layers._tf_stencil`). Measured on 2 cores (scripts/bench.py, benchmarks/):
-    pde2-50 3.2 s/epoch at 2 inter-op x 1 intra-op, 3.4 s under TF's defaults.
-    `pde-zoo train` uses all cores this way; `scripts/train_all.sh` trains two models at once
-    with one thread each.
-    Must be called before TensorFlow runs any op.
-    """
-    import tensorflow as tf
-
-    if threads:
-        if threads < 0:
-            raise ValueError(f"threads must be >= 0 (0: TF's defaults). Received: threads={threads}")
-        tf.config.threading.set_intra_op_parallelism_threads(1)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
+from pde_zoo._version import __version__
+from pde_zoo.history import SOLVER_FIELDS, read_history, write_history
+from pde_zoo.io_utils import atomic_save, atomic_write_json
+from pde_zoo.loading import load
+from pde_zoo.models.thesis import THESIS_RECIPE, compile_model
+from pde_zoo.registry import build, get_spec, run_name, validate_depth
+from pde_zoo.threads import set_threads
 
 
 def set_determinism(seed):
@@ -97,7 +76,8 @@ class SolverStats(keras.callbacks.Callback):
 
 class HistoryCSV(keras.callbacks.Callback):
     """Writes history.csv atomically after every epoch; on resume keeps only the earlier epochs.
-    Columns: `HISTORY_FIELDS`, plus `SOLVER_FIELDS` for models with ODE blocks (`SolverStats`)."""
+    Columns: `pde_zoo.history.HISTORY_FIELDS`, plus `SOLVER_FIELDS` for models with ODE blocks
+    (`SolverStats`)."""
 
     def __init__(self, path):
         super().__init__()
@@ -121,20 +101,7 @@ class HistoryCSV(keras.callbacks.Callback):
             **{k: logs[k] for k in SOLVER_FIELDS if k in logs},
         }
         self.rows = [r for r in self.rows if int(r["epoch"]) != row["epoch"]] + [row]
-        fields = HISTORY_FIELDS + [k for k in SOLVER_FIELDS if k in row]
-        lines = [",".join(fields)] + [",".join(str(r.get(k, "")) for k in fields) for r in self.rows]
-        atomic_write_text(self.path, "\n".join(lines) + "\n")
-
-
-def read_history(path):
-    if not Path(path).is_file():
-        return []
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def run_name(name, depth):
-    return f"{name}-{depth}"
+        write_history(self.path, self.rows)
 
 
 def load_split(split, data_dir=None, limit=None):
@@ -206,20 +173,9 @@ def train(
     test_ds = run.eval_dataset(x_test, y_test)
 
     with run.scope():
-        model = pde_zoo.compile_model(build(name, depth, **options), learning_rate)
-    out.mkdir(parents=True, exist_ok=True)
-    probe = (x_train[:32].astype("float32") / 255, y_train[:32])
-    callbacks = [
-        SolverStats(*probe),
-        *([HistoryCSV(out / "history.csv"), keras.callbacks.TensorBoard(str(out / "logs"))] if run.is_chief else []),
-        keras.callbacks.TerminateOnNaN(),
-        *run.callbacks(out / "backup"),
-        *callbacks,
-    ]
-    # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset.
-    with run.guard():
-        model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
-    model = run.local_model(model, lambda: pde_zoo.compile_model(build(name, depth, **options), learning_rate))
+        model = compile_model(build(name, depth, **options), learning_rate)
+    fit_epochs(model, run, train_ds, test_ds, out, epochs=epochs, probe=probe_batch(x_train, y_train), callbacks=callbacks, verbose=verbose)
+    model = run.local_model(model, lambda: compile_model(build(name, depth, **options), learning_rate))
     if not run.is_chief:
         return {"model": run_name(name, depth), "process_id": run.process_id, "distribution": run.describe()}
     history = read_history(out / "history.csv")
@@ -247,7 +203,7 @@ def train(
         "train_seconds": round(sum(float(r["seconds"]) for r in history), 1),
         **{k: int(history[-1][k]) for k in SOLVER_FIELDS if history and history[-1].get(k)},  # last epoch's NFE
         "data": {"sha256": digest, "train_examples": int(len(x_train)), "test_examples": int(len(x_test)), "subset": train_limit is not None or test_limit is not None},
-        "versions": {"pde_zoo": pde_zoo.__version__, "tensorflow": _tf_version(), "keras": keras.__version__, "python": platform.python_version()},
+        "versions": {"pde_zoo": __version__, "tensorflow": _tf_version(), "keras": keras.__version__, "python": platform.python_version()},
         "machine": {"cpus": os.cpu_count(), "tf_threads": threads or "default", "platform": platform.platform()},
         "command": " ".join(sys.argv),
         "finished_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -255,6 +211,36 @@ def train(
     atomic_write_json(card_path, card)
     shutil.rmtree(out / "backup", ignore_errors=True)  # kept until the results are written
     return card
+
+
+def probe_batch(images, labels, size=32):
+    """The fixed batch `SolverStats` measures the NFE on: the first `size` training examples."""
+    return images[:size].astype("float32") / 255, labels[:size]
+
+
+def fit_epochs(model, run, train_ds, test_ds, out, *, epochs, probe, callbacks=(), verbose=1):
+    """`model.fit` as `train` runs it, on a compiled model: `epochs` epochs over `train_ds`
+    (shuffled by `run.train_dataset`), the test set `test_ds` evaluated after every epoch, and
+    the run's callbacks in this order: `SolverStats` on `probe`, `HistoryCSV` and TensorBoard
+    (the chief only), TerminateOnNaN, the data epoch and BackupAndRestore (`run.callbacks`),
+    then `callbacks`. Writes history.csv, logs/ and backup/ under `out`.
+
+    `run` is the `pde_zoo.distributed.Distribution` the datasets and model were made with.
+    scripts/bench.py times whole epochs of this loop beside its bare `fit` rows.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        SolverStats(*probe),
+        *([HistoryCSV(out / "history.csv"), keras.callbacks.TensorBoard(str(out / "logs"))] if run.is_chief else []),
+        keras.callbacks.TerminateOnNaN(),
+        *run.callbacks(out / "backup"),
+        *callbacks,
+    ]
+    # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset.
+    with run.guard():
+        model.fit(train_ds, validation_data=test_ds, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
+    return model
 
 
 def _tf_version():
@@ -293,7 +279,7 @@ def predict(model_or_spec, images):
     and the fix (see `pde_zoo.data.validate_images`). An empty batch (N = 0) gives an empty
     float32 array of shape (0, num_classes).
     """
-    model = model_or_spec if isinstance(model_or_spec, keras.Model) else pde_zoo.load(model_or_spec, compile=False)
+    model = model_or_spec if isinstance(model_or_spec, keras.Model) else load(model_or_spec, compile=False)
     images = data_lib.validate_images(images, tuple(model.input_shape[1:]))
     if not len(images):  # keras's predict fails on an empty batch
         return np.zeros((0, *model.output_shape[1:]), "float32")

@@ -36,7 +36,7 @@ import keras_tuner as kt
 from pde_zoo import data as data_lib
 from pde_zoo.io_utils import atomic_write_json
 from pde_zoo.models import compile_model
-from pde_zoo.registry import build, get_spec, validate_depth
+from pde_zoo.registry import build, get_spec, run_name, validate_depth
 
 LR_RANGE = (1e-4, 1e-1)
 IDLE_WAIT_S = 1.0  # a worker the oracle has no trial for asks again after this long
@@ -49,7 +49,7 @@ class LearningRateHyperModel(kt.HyperModel):
     """
 
     def __init__(self, name, depth, seed=0):
-        super().__init__(name=f"{name}-{depth}")
+        super().__init__(name=run_name(name, depth))
         self.model_name, self.depth, self.seed = name, depth, seed
 
     def build(self, hp):
@@ -102,7 +102,7 @@ def role():
 
 
 def tuned_path(name, depth, models_dir="saved_models"):
-    return Path(models_dir) / "tuning" / f"{name}-{depth}.json"
+    return Path(models_dir) / "tuning" / f"{run_name(name, depth)}.json"
 
 
 def tune(name, depth, *, max_epochs=4, factor=3, batch_size=128, train_limit=10000, val_limit=5000, seed=0, directory="runs/tuner", overwrite=False, models_dir="saved_models", data_dir=None, verbose=0):
@@ -136,7 +136,7 @@ def tune(name, depth, *, max_epochs=4, factor=3, batch_size=128, train_limit=100
 
     tuner = _Hyperband(
         LearningRateHyperModel(name, depth, seed), make_data=make_data, objective="val_accuracy", max_epochs=max_epochs,
-        factor=factor, seed=seed, directory=directory, project_name=f"{name}-{depth}", overwrite=overwrite and this_role != "worker",
+        factor=factor, seed=seed, directory=directory, project_name=run_name(name, depth), overwrite=overwrite and this_role != "worker",
     )
     start = time.perf_counter()
     tuner.search(verbose=verbose)
@@ -144,7 +144,7 @@ def tune(name, depth, *, max_epochs=4, factor=3, batch_size=128, train_limit=100
         return {"role": "worker", "tuner_id": tuner.tuner_id, "trials_run": tuner.trials_run}
     best = tuner.oracle.get_best_trials(1)[0]
     result = {
-        "model": f"{name}-{depth}",
+        "model": run_name(name, depth),
         "learning_rate": float(best.hyperparameters.get("learning_rate")),
         "best_val_accuracy": float(best.score),
         "best_trial": best.trial_id,
@@ -161,5 +161,5 @@ def tuned_learning_rate(name, depth, models_dir="saved_models"):
     """The tuned learning rate of `name` at `depth`; ValueError saying what to run if there is none."""
     path = tuned_path(name, depth, models_dir)
     if not path.is_file():
-        raise ValueError(f"No tuned learning rate for {name}-{depth} ({path} is missing); run `pde-zoo tune {name} --depth {depth}` first.")
+        raise ValueError(f"No tuned learning rate for {run_name(name, depth)} ({path} is missing); run `pde-zoo tune {name} --depth {depth}` first.")
     return json.loads(path.read_text())["learning_rate"]

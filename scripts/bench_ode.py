@@ -45,7 +45,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pde_zoo  # noqa: E402
-from pde_zoo.cli import add_threads_argument  # noqa: E402
+from pde_zoo.threads import add_threads_argument  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 PEER_SCRIPT = ROOT / "scripts" / "peers" / "torchdiffeq_odenet.py"
@@ -423,7 +423,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     from pde_zoo.io_utils import atomic_write_json
-    from pde_zoo.training import set_threads
+    from pde_zoo.threads import set_threads
 
     if args.render:
         return _report(json.loads(Path(args.json).read_text()), args.readme, args.block)

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def main():
-    from pde_zoo.cli import add_threads_argument
+    from pde_zoo.threads import add_threads_argument
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_threads_argument(parser)
@@ -33,7 +33,7 @@ def main():
     parser.add_argument("--readme", default=None, help="regenerate the README's `profile` block with this output")
     args = parser.parse_args()
 
-    from pde_zoo.training import set_threads
+    from pde_zoo.threads import set_threads
 
     set_threads(args.threads)
     import keras

@@ -1,5 +1,5 @@
 """Independent NumPy references for the tests: the PDE update written term by term from
-CONVENTIONS.md (eq 22, 39, 40), with explicit zero padding, no convolution routine."""
+docs/conventions.md (eq 22, 39, 40), with explicit zero padding, no convolution routine."""
 
 import numpy as np
 

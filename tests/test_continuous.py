@@ -21,7 +21,7 @@ from pde_zoo.ode import odeint
 
 def _operator_matrix(height, width, a, b, s, r, g, drift_scale):
     """L = a²/2 Dxx + s b Dx + s²/2 Dyy + s r Dy + g on an H x W grid, zero boundary, as a dense
-    (HW x HW) matrix built from the CONVENTIONS stencils (x = column j, y = row i)."""
+    (HW x HW) matrix built from the docs/conventions.md stencils (x = column j, y = row i)."""
     n = height * width
     matrix = np.zeros((n, n))
     index = lambda i, j: i * width + j  # noqa: E731
@@ -168,9 +168,10 @@ def test_cli_passes_solver_options(tmp_path):
     from pde_zoo import cli
 
     argv = ["train", "pde2ode", "--depth", "1", "--method", "rk4", "--step-size", "0.5", "--no-adjoint",
-            "--epochs", "1", "--batch-size", "16", "--train-limit", "32", "--test-limit", "16", "--out", str(tmp_path)]
+            "--epochs", "1", "--batch-size", "16", "--train-limit", "32", "--test-limit", "16", "--out", str(tmp_path),
+            "--threads", "0"]  # in process: TF is initialized already, its thread pools are fixed
     assert cli.main(argv) == 0
     card = json.loads((tmp_path / "card.json").read_text())
     assert card["options"] == {"method": "rk4", "step_size": 0.5, "adjoint": False}
     assert card["nfe_forward"] == 2 * 4 and "nfe_backward" not in card  # rk4: 4 stages x 2 steps; no adjoint
-    assert cli.main(["train", "pde2", "--depth", "1", "--method", "rk4", "--out", str(tmp_path / "x")]) == 2
+    assert cli.main(["train", "pde2", "--depth", "1", "--method", "rk4", "--out", str(tmp_path / "x"), "--threads", "0"]) == 2

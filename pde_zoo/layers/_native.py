@@ -4,11 +4,11 @@ The library is compiled on first use with the machine's C++ compiler (`$CXX`, el
 `g++`) against the installed TensorFlow, for this CPU (`-march=native`), into
 `$PDE_ZOO_CACHE/ops/` (default `~/.cache/pde_zoo/ops/`) under a name that hashes the source,
 the TensorFlow version, the compiler flags and the CPU, written to a temporary file and renamed.
-It takes ~10 s once; `scripts/setup_env.sh` does it at install time.
+It is compiled once per cache; `scripts/setup_env.sh` does it at install time.
 
 When it cannot be built (no compiler, a failed compile) or `PDE_ZOO_NATIVE=0`, `stencil_ops()`
 returns None after one warning, and the stencil stack runs on standard TF ops instead (same
-numbers, ~2x slower to train on CPU).
+numbers, slower to train on CPU: the README's *Performance* section measures both).
 """
 
 import functools
@@ -20,6 +20,8 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+
+from pde_zoo.cache import cache_dir
 
 SOURCE = Path(__file__).with_name("stencil_op.cc")
 # Tried in order. AVX512-FP16 is switched off because TF's Eigen headers fail to compile with it.
@@ -46,8 +48,6 @@ def build(cache=None, compiler=None):
     Raises RuntimeError naming the problem (no compiler; the compiler's last error lines).
     """
     import tensorflow as tf
-
-    from pde_zoo.data import cache_dir
 
     compiler = compiler or _compiler()
     if not compiler:
@@ -90,7 +90,7 @@ def stencil_ops():
     except (RuntimeError, OSError, tf.errors.OpError) as error:
         warnings.warn(
             f"pde_zoo: the C++ stencil op is unavailable ({error}); using standard TF ops "
-            "(same numbers, ~2x slower training on CPU). Set PDE_ZOO_NATIVE=0 to silence this.",
+            "(same numbers, slower training on CPU). Set PDE_ZOO_NATIVE=0 to silence this.",
             RuntimeWarning,
             stacklevel=2,
         )

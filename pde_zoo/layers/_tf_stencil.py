@@ -9,10 +9,11 @@ Two implementations, same numbers (tests hold both equal to the `keras.ops` path
   caller does not ask for the native op (`native=False`: `StencilStack` asks only for training
   steps, so inference graphs, and every SavedModel, hold nothing but standard TF ops).
 
-Measured for the standard-op path on a 2-core CPU (scripts/bench.py, scripts/profile_pde.py):
-- a oneDNN depthwise convolution costs ~20 µs per call whatever its size, so one call per
-  image is slow. Moving the batch into the channel axis, (N, H, W, C) -> (1, H, W, N*C), and
-  sharing the kernel across the batch (tiled N times) makes each convolution one large
+How the standard-op path is made fast (the README's *Performance* section has the numbers,
+from scripts/bench.py and scripts/profile_pde.py):
+- a oneDNN depthwise convolution has a fixed cost per call, whatever its size, that dwarfs one
+  small image's work, so one call per image is slow. Moving the batch into the channel axis,
+  (N, H, W, C) -> (1, H, W, N*C), and sharing the kernel across the batch (tiled N times) makes each convolution one large
   depthwise op; the transpose is paid once per stack, not per block;
 - the whole stack is one `tf.custom_gradient`: the backward pass is written by hand (ReLU
   mask, flipped-kernel correlation for the input, backprop-filter summed over the batch for
@@ -47,8 +48,9 @@ def worker_threads():
 def parallel_chains():
     """Independent batch slices to run side by side: TF's inter-op thread count (0 = all cores).
 
-    Measured on 2 cores and 2 inter-op threads (pde2-50, s/epoch at the steady-state step
-    rate): 1 chain 6.8, 2 chains 6.0, 3 chains 8.4. More cores are untested; the cap keeps >= 32 images per chain at batch 128.
+    One chain per inter-op thread was the fastest on 2 cores (README *Performance*, the
+    standard-op fallback); more cores are untested, and the cap keeps >= 32 images per chain
+    at batch 128.
     """
     return max(1, min(worker_threads(), MAX_CHAINS))
 

@@ -9,13 +9,19 @@ from pde_zoo.layers.residual_block import ResidualBlock
 COEFFICIENT_NAMES = ("alpha", "beta", "sigma", "rho", "gamma")
 
 
+def channel_shape(channels):
+    """The trailing shape of a per-channel weight: () (a scalar) for one channel, (C,) otherwise
+    (docs/conventions.md, "The blocks")."""
+    return () if channels == 1 else (channels,)
+
+
 def taps_matrix(drift_scale, identity=True):
     """The linear map M (9 x 6) from u = [1, α², σ², β, ρ, γ] to the 3x3 correlation taps.
 
     taps[3*r + c] = sum_k M[3*r + c, k] u[k], where (r, c) = (1 + dy, 1 + dx) and
         pre-activation[i, j] = sum_{dy, dx} taps[1 + dy, 1 + dx] * ψ[i + dy, j + dx].
     With s = drift_scale, the five non-zero taps of  ψ + α²/2 Dxx ψ + s β Dx ψ + σ²/2 Dyy ψ
-    + s ρ Dy ψ + γ ψ  (CONVENTIONS.md stencils, x = column j, y = row i) are
+    + s ρ Dy ψ + γ ψ  (docs/conventions.md stencils, x = column j, y = row i) are
         centre (0, 0):  1 + γ - α² - σ²
         east  (0, +1):  α²/2 + s β/2        west  (0, -1):  α²/2 - s β/2
         south (+1, 0):  σ²/2 + s ρ/2        north (-1, 0):  σ²/2 - s ρ/2
@@ -76,7 +82,7 @@ class PDECoefficients:
                 f"count, e.g. (N, 28, 28, 1). Received: input_shape={tuple(input_shape)}"
             )
         self.channels = int(input_shape[-1])
-        shape = tuple(leading) + (() if self.channels == 1 else (self.channels,))
+        shape = tuple(leading) + channel_shape(self.channels)
         for name in COEFFICIENT_NAMES:
             weight = self.add_weight(name=name, shape=shape, initializer=getattr(self, f"{name}_initializer"))
             setattr(self, name, weight)

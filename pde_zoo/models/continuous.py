@@ -14,8 +14,8 @@ import keras
 
 from pde_zoo.layers import ConvField, ODEBlock, PDEField
 from pde_zoo.layers.conv_field import group_norm
-from pde_zoo.models.thesis import thesis_network
-from pde_zoo.registry import register_model
+from pde_zoo.models.thesis import HEAD_UNITS, INPUT_SHAPE, NUM_CLASSES, thesis_network
+from pde_zoo.registry import register_model, run_name
 
 
 def _validate_ode_depth(name, depth):
@@ -26,7 +26,7 @@ def _validate_ode_depth(name, depth):
 def _pde_ode_builder(key, drift_scale):
     def builder(
         depth, method="dopri5", step_size=None, rtol=1e-3, atol=1e-3, adjoint=True,
-        num_classes=10, input_shape=(28, 28, 1), head_units=(128, 64),
+        num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, head_units=HEAD_UNITS,
     ):
         _validate_ode_depth(key, depth)
         field = PDEField(drift_scale=drift_scale, pieces=depth, horizon=float(depth), name="field")
@@ -34,7 +34,7 @@ def _pde_ode_builder(key, drift_scale):
             field, t1=float(depth), method=method, step_size=step_size, rtol=rtol, atol=atol, adjoint=adjoint, name="ode"
         )
         return thesis_network(
-            body, name=f"{key}-{depth}", channels=input_shape[-1], num_classes=num_classes,
+            body, name=run_name(key, depth), channels=input_shape[-1], num_classes=num_classes,
             input_shape=input_shape, head_units=head_units,
         )
 
@@ -51,7 +51,7 @@ for _key, _drift, _description in [
 @register_model("odenet", sweep_depths=(1,), default_depth=1, description="MNIST ODE-Net of Chen et al. 2018 (conv stem, ODE block(s), GroupNorm, pooled head)")
 def odenet(
     depth, channels=64, method="dopri5", step_size=None, rtol=1e-3, atol=1e-3, adjoint=True,
-    num_classes=10, input_shape=(28, 28, 1),
+    num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
 ):
     _validate_ode_depth("odenet", depth)
     inputs = keras.Input(shape=tuple(input_shape), name="image")
@@ -68,4 +68,4 @@ def odenet(
     x = keras.layers.Activation("relu", name="head_relu")(group_norm(channels, "head_norm")(x))
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="predictions")(x)
-    return keras.Model(inputs, outputs, name=f"odenet-{depth}")
+    return keras.Model(inputs, outputs, name=run_name("odenet", depth))

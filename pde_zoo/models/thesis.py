@@ -4,21 +4,21 @@ thesis classifier ("3 linear layers + softmax"): Flatten -> Dense 128 relu -> De
 
 import keras
 
-from pde_zoo.optimizers import Adam
 from pde_zoo.layers import PDE1Block, PDE2Block, ResidualConvBlock, StencilStack
-from pde_zoo.registry import register_model, validate_depth
+from pde_zoo.optimizers import Adam
+from pde_zoo.registry import register_model, run_name, validate_depth
+
+# The thesis recipe (Adam 1e-3, sparse categorical cross-entropy, batch 128, 50 epochs):
+# `compile_model`, `pde_zoo.training.train` and the `pde-zoo train` defaults read it.
+THESIS_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "loss": "sparse_categorical_crossentropy", "batch_size": 128, "epochs": 50}
+# The defaults of the thesis network's options, for every builder that takes them.
+CHANNELS = 1  # feature channels of the blocks (the thesis uses one)
+NUM_CLASSES = 10
+INPUT_SHAPE = (28, 28, 1)  # MNIST, NHWC
+HEAD_UNITS = (128, 64)  # hidden Dense sizes of the classifier ("3 linear layers + softmax")
 
 
-def thesis_model(
-    block_class,
-    depth,
-    *,
-    name,
-    channels=1,
-    num_classes=10,
-    input_shape=(28, 28, 1),
-    head_units=(128, 64),
-):
+def thesis_model(block_class, depth, *, name, **network_options):
     """Input -> [1x1 Conv2D lift, only if channels != input channels] -> `depth` blocks
     (one `StencilStack` named "blocks", blocks "block_1".."block_depth") -> head.
 
@@ -26,22 +26,28 @@ def thesis_model(
         block_class: the residual block layer class, or None for the head alone.
         depth: number of blocks.
         name: model name.
-        channels: feature channels of the blocks (the thesis uses 1).
-        num_classes: classifier outputs.
-        input_shape: (H, W, C) of the images.
-        head_units: hidden Dense sizes of the classifier.
+        **network_options: `thesis_network`'s options (channels, num_classes, input_shape,
+            head_units), with its defaults.
     """
     validate_depth(depth)
     body = None
     if block_class is not None and depth > 0:
         body = StencilStack([block_class(name=f"block_{t + 1}") for t in range(depth)], name="blocks")
-    return thesis_network(body, name=name, channels=channels, num_classes=num_classes, input_shape=input_shape, head_units=head_units)
+    return thesis_network(body, name=name, **network_options)
 
 
-def thesis_network(body, *, name, channels=1, num_classes=10, input_shape=(28, 28, 1), head_units=(128, 64)):
+def thesis_network(body, *, name, channels=CHANNELS, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, head_units=HEAD_UNITS):
     """Input -> [1x1 Conv2D "lift", only if channels != input channels] -> `body` (a layer
     NHWC -> NHWC at full resolution, or None) -> Flatten -> Dense relu (`head_units`) -> Dense
     softmax. The thesis network around any body: a `StencilStack`, an `ODEBlock`, ...
+
+    Args:
+        body: the layer between the input (or the lift) and the head, or None.
+        name: model name.
+        channels: feature channels of the body (the thesis uses 1).
+        num_classes: classifier outputs.
+        input_shape: (H, W, C) of the images.
+        head_units: hidden Dense sizes of the classifier.
     """
     if channels < 1:
         raise ValueError(f"channels must be >= 1. Received: channels={channels}")
@@ -63,9 +69,9 @@ def thesis_network(body, *, name, channels=1, num_classes=10, input_shape=(28, 2
 def _block_model(key, block_class):
     """The registry builder of `block_class` at any depth, with the thesis head."""
 
-    def builder(depth, channels=1, num_classes=10, input_shape=(28, 28, 1), head_units=(128, 64)):
+    def builder(depth, channels=CHANNELS, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, head_units=HEAD_UNITS):
         return thesis_model(
-            block_class, depth, name=f"{key}-{depth}", channels=channels,
+            block_class, depth, name=run_name(key, depth), channels=channels,
             num_classes=num_classes, input_shape=input_shape, head_units=head_units,
         )
 
@@ -81,21 +87,18 @@ for _key, _block, _description in [
 
 
 @register_model("mlp", sweep_depths=(0,), default_depth=0, description="the thesis head alone (depth-0 ablation)")
-def mlp(depth, num_classes=10, input_shape=(28, 28, 1), head_units=(128, 64)):
+def mlp(depth, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, head_units=HEAD_UNITS):
     if depth != 0:
         raise ValueError(f"mlp is the head alone; depth 0 is its only valid depth. Received: depth={depth}")
-    return thesis_model(None, 0, name="mlp-0", num_classes=num_classes, input_shape=input_shape, head_units=head_units)
+    return thesis_model(None, 0, name=run_name("mlp", 0), num_classes=num_classes, input_shape=input_shape, head_units=head_units)
 
 
-def compile_model(model, learning_rate=1e-3):
-    """Compile with the thesis recipe: Adam(learning_rate), sparse categorical CE, accuracy.
+def compile_model(model, learning_rate=THESIS_RECIPE["learning_rate"]):
+    """Compile with the thesis recipe (`THESIS_RECIPE`): Adam(learning_rate), its loss (sparse
+    categorical cross-entropy), accuracy.
 
     The optimizer is `pde_zoo.optimizers.Adam`: Keras's Adam with the per-step scalars
     computed once per step (same numbers, faster with many scalar weights).
     """
-    model.compile(
-        optimizer=Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model.compile(optimizer=Adam(learning_rate), loss=THESIS_RECIPE["loss"], metrics=["accuracy"])
     return model
