@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Turn the run archives of `scripts/train_jax.py` (trained on the JAX backend, e.g. on a GPU
+"""Turn the run archives of `scripts/train_recipe.py` (trained on the JAX backend, e.g. on a GPU
 machine without TensorFlow) into `saved_models/<run>/` entries, with TensorFlow:
 
 - load `model.keras` with pde_zoo (TF backend), re-measure the test accuracy on the test images
