@@ -5,25 +5,35 @@ One process, side by side, alternating repeats, medians:
 - training throughput (images/s, seconds per 60k-image epoch) at batch 128 of pde1, pde2,
   resnet, pdenet, convresnet (zoo; the last two at their default width) and mlp, and of a
   reference c_ResNet written the idiomatic Keras way
-  (`keras.layers.Conv2D` + `Add` + `ReLU`, kept here), at depths 5 and 50;
+  (`keras.layers.Conv2D` + `Add` + `ReLU`, kept here), at depths 5 and 50: a bare `fit` over
+  cached batches, the steady-state step rate;
+- the `train()` path for the models `pde-zoo train` trains (`--train-path`, default the thesis
+  sweep: mlp, pde1, pde2, resnet): whole epochs of `pde_zoo.training.fit_epochs`, the loop of
+  `training.train` (MNIST shuffled by tf.data each epoch, the test set evaluated after every
+  epoch, the run's callbacks: history.csv, TensorBoard, NaN check, BackupAndRestore), one
+  epoch after each bare-fit repeat of the same model, on its own copy of the model;
 - inference: throughput at batch 1024 and batch-1 latency (p50/p95) of the in-process model
   and of its exported SavedModel;
 - peak resident memory of each model (a child process per model: build, 20 train steps,
   one batch-1024 inference).
 Prints a table with ratios to the reference Conv2D c_ResNet at the same depth, writes JSON,
-and with --readme regenerates the README's performance block.
+and with --readme regenerates the README's performance block. The shared machines' speed
+drifts (the same run ~1.7x slower another day): compare absolute seconds only within one run,
+ratios across runs.
 """
 
 import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,10 +41,17 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pde_zoo  # noqa: E402
-from pde_zoo.cli import add_threads_argument  # noqa: E402
+from pde_zoo import distributed, training  # noqa: E402
+from pde_zoo.registry import parse_run_name, run_name  # noqa: E402
+from pde_zoo.threads import add_threads_argument  # noqa: E402
 from pde_zoo.training import export_saved_model  # noqa: E402
 
 BATCH, INFER_BATCH, EPOCH_IMAGES = 128, 1024, 60000
+TRAIN_PATH_MODELS = ("mlp", "pde1", "pde2", "resnet")  # the thesis sweep: what `pde-zoo train` / train_all.sh train
+DRIFT_NOTE = (
+    "Absolute seconds hold for this run only: the shared machine's speed drifts (the same benchmark ran ~1.7x "
+    "slower another day, its ratios unchanged), so compare ratios across runs, seconds only within one run."
+)
 
 
 def reference_resnet(depth):
@@ -46,20 +63,22 @@ def reference_resnet(depth):
     x = keras.layers.Flatten()(x)
     x = keras.layers.Dense(128, activation="relu")(x)
     x = keras.layers.Dense(64, activation="relu")(x)
-    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name=f"keras_conv2d_resnet-{depth}")
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name=run_name("keras_conv2d_resnet", depth))
 
 
 def make_model(key):
-    name, depth = key.rsplit("-", 1)
-    model = reference_resnet(int(depth)) if name == "ref" else pde_zoo.build(name, int(depth))
+    name, depth = parse_run_name(key)
+    model = reference_resnet(depth) if name == "ref" else pde_zoo.build(name, depth)
     return pde_zoo.compile_model(model)
 
 
-def cases(depths):
-    keys = ["mlp-0"]
+def cases(depths, models=None):
+    """The run's keys in order: mlp-0, then per depth the reference and the zoo's block models
+    (only the names in `models`, when given)."""
+    keys = [run_name("mlp", 0)]
     for d in depths:
-        keys += [f"ref-{d}", f"pde1-{d}", f"pde2-{d}", f"resnet-{d}", f"pdenet-{d}", f"convresnet-{d}"]
-    return keys
+        keys += [run_name(n, d) for n in ("ref", "pde1", "pde2", "resnet", "pdenet", "convresnet")]
+    return [k for k in keys if models is None or parse_run_name(k)[0] in models]
 
 
 def train_dataset(steps):
@@ -80,19 +99,58 @@ class _StepClock(keras.callbacks.Callback):
 
 
 def time_fit(model, *data, **fit_kwargs):
-    """One `fit` epoch over `data` (a dataset, or arrays x, y with `batch_size=`): (steady-state
-    seconds per step, wall seconds of the whole call).
+    """One `fit` epoch over `data` (a dataset, or arrays x, y with `batch_size=`), in order
+    (`shuffle=False` unless given): (steady-state seconds per step, wall seconds of the whole call).
 
     Steady state runs from the end of the first step to the end of the last: the rate at which
     a 469-step epoch runs. The rest of a `fit` call (iterator set-up and teardown, epoch-end
-    work) is paid once per epoch; here it is bimodal (~0.03 s or ~0.3 s), which would swamp a
-    40-step timing, so it is recorded apart (`fit_overhead_s`), not extrapolated.
+    work) is paid once per epoch and varies from call to call by more than a 40-step timing
+    could absorb, so it is recorded apart (`fit_overhead_s`), not extrapolated.
     """
     clock = _StepClock()
     start = time.perf_counter()
-    model.fit(*data, epochs=1, verbose=0, callbacks=[clock], **fit_kwargs)
+    model.fit(*data, epochs=1, verbose=0, callbacks=[clock], **{"shuffle": False, **fit_kwargs})
     wall = time.perf_counter() - start
     return (clock.ends[-1] - clock.ends[0]) / (len(clock.ends) - 1), wall
+
+
+class _EpochClock(keras.callbacks.Callback):
+    """Last in the callback list: seconds from the epoch's start to the end of every callback's
+    epoch-end work (the test evaluation, history.csv, TensorBoard, the backup checkpoint)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = time.perf_counter() - self.start
+
+
+def train_path_data(args):
+    """What `training.train` feeds `fit_epochs`, for the train() rows: the first
+    --train-images / --test-images MNIST examples as `Distribution` datasets (shuffled
+    training batches of 128, test batches), the NFE probe batch, and a small warm-up copy
+    (two batches plus the partial one, so the timed epochs trace nothing new)."""
+
+    def datasets(x, y, xt, yt):
+        run = distributed.setup()  # one single-device `Distribution` per dataset pair, as train() has
+        return SimpleNamespace(run=run, train=run.train_dataset(x, y, BATCH, 0), test=run.eval_dataset(xt, yt), probe=training.probe_batch(x, y))
+
+    x, y, digest = training.load_split("train", args.data_dir, args.train_images)
+    xt, yt, _ = training.load_split("test", args.data_dir, args.test_images)
+    warm_x, warm_t = 2 * BATCH + len(x) % BATCH, distributed.EVAL_BATCH + len(xt) % distributed.EVAL_BATCH
+    data = datasets(x, y, xt, yt)
+    data.warm = datasets(x[:warm_x], y[:warm_x], xt[:warm_t], yt[:warm_t])
+    data.meta = {"train_images": len(x), "test_images": len(xt), "data_sha256": digest}
+    return data
+
+
+def time_train_epoch(model, data, out):
+    """Seconds of one whole epoch of `training.fit_epochs` (see `_EpochClock`) in a fresh run
+    directory `out` (no backup to resume from)."""
+    shutil.rmtree(out, ignore_errors=True)
+    clock = _EpochClock()
+    training.fit_epochs(model, data.run, data.train, data.test, out, epochs=1, probe=data.probe, callbacks=[clock], verbose=0)
+    return clock.seconds
 
 
 def call_times(fn, x, calls):
@@ -109,28 +167,36 @@ def call_times(fn, x, calls):
 def memory_child(key):
     """Runs in a child process: peak RSS (MiB) of building, training 20 steps and one inference."""
     model = make_model(key)
-    model.fit(train_dataset(20), epochs=1, verbose=0)
+    model.fit(train_dataset(20), epochs=1, verbose=0, shuffle=False)
     model.predict_on_batch(np.zeros((INFER_BATCH, 28, 28, 1), np.float32))
     # VmHWM, not getrusage: ru_maxrss survives exec and would report the parent's peak.
     hwm_kib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
     print(json.dumps({"peak_rss_mib": hwm_kib / 1024}))
 
 
-def run(args):
+def run(args, path_data=None, run_dir=None):
     import tensorflow as tf
 
-    keys = cases(args.depths)
+    keys = cases(args.depths, args.models)
     ds = train_dataset(args.steps)
     models = {k: make_model(k) for k in keys}
+    path_keys = [k for k in keys if path_data is not None and parse_run_name(k)[0] in args.train_path]
+    path_models = {k: make_model(k) for k in path_keys}  # their own copies: train()'s traces stay apart
     for k in keys:  # warm-up: tracing and first-step costs are not throughput
         time_fit(models[k], ds)
-    train, overhead = {k: [] for k in keys}, {k: [] for k in keys}
+        if k in path_models:
+            time_train_epoch(path_models[k], path_data.warm, run_dir / k)
+    train, overhead, path = {k: [] for k in keys}, {k: [] for k in keys}, {k: [] for k in path_keys}
     for r in range(args.repeats):
         for k in keys if r % 2 == 0 else reversed(keys):
             step, wall = time_fit(models[k], ds)
             train[k].append(step)
             overhead[k].append(wall - step * args.steps)
-            print(f"  repeat {r + 1}/{args.repeats} {k:10s} {step * 1e3:.2f} ms/step, fit {wall:.2f} s", flush=True)
+            line = f"  repeat {r + 1}/{args.repeats} {k:10s} {step * 1e3:.2f} ms/step, fit {wall:.2f} s"
+            if k in path_models:
+                path[k].append(time_train_epoch(path_models[k], path_data, run_dir / k))
+                line += f", train() epoch {path[k][-1]:.2f} s"
+            print(line, flush=True)
 
     results = {}
     x1024 = np.random.default_rng(1).random((INFER_BATCH, 28, 28, 1), dtype=np.float32)
@@ -148,6 +214,11 @@ def run(args):
                 "fit_overhead_s": statistics.median(overhead[k]),
                 "params": model.count_params(),
             }
+            if k in path:
+                row["train_path_s_per_epoch"] = statistics.median(path[k])
+                row["train_path_repeats_s"] = path[k]
+                # the same epoch at the bare steady-state step rate
+                row["train_path_vs_bare"] = row["train_path_s_per_epoch"] / (step * path_data.meta["train_images"] / BATCH)
             for label, fn in [("model", in_process), ("savedmodel", loaded.serve)]:
                 t_big = statistics.median(call_times(fn, tf.constant(x1024), args.infer_repeats))
                 p50, p95 = np.percentile(call_times(fn, tf.constant(x1024[:1]), args.latency_calls), [50, 95]) * 1e3
@@ -159,10 +230,10 @@ def run(args):
             out = subprocess.run([sys.executable, __file__, "--memory-child", k, "--threads", str(args.threads)], capture_output=True, text=True)
             results[k]["peak_rss_mib"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"] if out.returncode == 0 else None
     for k in keys:
-        depth = k.rsplit("-", 1)[1]
-        ref = results.get(f"ref-{depth}")
+        ref = results.get(run_name("ref", parse_run_name(k)[1]))
         results[k]["train_speedup_vs_ref"] = results[k]["train_images_per_s"] / ref["train_images_per_s"] if ref else None
-        results[k]["epoch_vs_mlp"] = results[k]["train_s_per_epoch"] / results["mlp-0"]["train_s_per_epoch"]
+        mlp = results.get(run_name("mlp", 0))
+        results[k]["epoch_vs_mlp"] = results[k]["train_s_per_epoch"] / mlp["train_s_per_epoch"] if mlp else None
     return results
 
 
@@ -172,21 +243,44 @@ def markdown(results, meta):
         f"TF {meta['tensorflow']}, Keras {meta['keras']}, TF threads: {meta['threads']}"
         + (f", stencil stack on {meta['stencil_path']}" if "stencil_path" in meta else "")
         + f"; medians of {meta['repeats']} alternating repeats of {meta['steps']} "
-        "training steps at batch 128 (s / epoch = 469 steps at the steady-state step rate; the fixed cost of a `fit` call, paid once per epoch, is its own column); `ref` is the idiomatic Keras Conv2D + Add + ReLU c_ResNet (the control).",
+        "training steps at batch 128 (s / epoch = 469 steps at the steady-state step rate; the fixed cost of a `fit` call, paid once per epoch, is its own column); `ref` is the idiomatic Keras Conv2D + Add + ReLU c_ResNet (the control)"
+        + (", TF op determinism on (as `pde-zoo train`)" if meta.get("determinism") else "")
+        + ". " + DRIFT_NOTE,
         "",
         "| model | train img/s | s / 60k epoch | fit call overhead s | speed-up vs ref (same depth) | epoch / mlp epoch | infer img/s (model / SavedModel, batch 1024) | batch-1 latency p50/p95 ms (model) | (SavedModel) | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    depths = sorted({int(k.rsplit("-", 1)[1]) for k in results} - {0})
-    for k in [k for k in cases(depths) if k in results]:  # the run's order (JSON stores keys sorted)
+    depths = sorted({parse_run_name(k)[1] for k in results} - {0})
+    order = [k for k in cases(depths) if k in results]  # the run's order (JSON stores keys sorted)
+    for k in order:
         r = results[k]
         speed = f"{r['train_speedup_vs_ref']:.2f}x" if r["train_speedup_vs_ref"] else "–"
+        vs_mlp = f"{r['epoch_vs_mlp']:.1f}x" if r.get("epoch_vs_mlp") else "–"
         rss = f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "–"
         lines.append(
-            f"| {k} | {r['train_images_per_s']:.0f} | {r['train_s_per_epoch']:.1f} | {r['fit_overhead_s']:.2f} | {speed} | {r['epoch_vs_mlp']:.1f}x | "
+            f"| {k} | {r['train_images_per_s']:.0f} | {r['train_s_per_epoch']:.1f} | {r['fit_overhead_s']:.2f} | {speed} | {vs_mlp} | "
             f"{r['infer_model_images_per_s']:.0f} / {r['infer_savedmodel_images_per_s']:.0f} | "
             f"{r['latency_model_p50_ms']:.2f} / {r['latency_model_p95_ms']:.2f} | {r['latency_savedmodel_p50_ms']:.2f} / {r['latency_savedmodel_p95_ms']:.2f} | {rss} |"
         )
+    path = [k for k in order if "train_path_s_per_epoch" in results[k]]
+    if path:
+        p = meta["train_path"]
+        lines += [
+            "",
+            f"The `train()` path (`pde-zoo train`): whole epochs of `pde_zoo.training.fit_epochs` over the first {p['train_images']:,} "
+            f"MNIST training images (shuffled by tf.data each epoch, batch {BATCH}), the {p['test_images']:,} test images evaluated "
+            "after every epoch, and the run's callbacks (NFE probe, history.csv, TensorBoard, NaN check, BackupAndRestore "
+            "checkpoint), timed from the epoch's start to the end of its last callback; one epoch after each bare-fit repeat "
+            "of the same model (alternating), medians. `train() / bare` is that epoch over the same number of steps at "
+            "the bare-fit steady-state rate above.",
+            "",
+            "| model | bare fit s / epoch (steady state) | train() s / epoch | train() / bare |",
+            "|---|---|---|---|",
+        ]
+        for k in path:
+            r = results[k]
+            bare = r["train_path_s_per_epoch"] / r["train_path_vs_bare"]
+            lines.append(f"| {k} | {bare:.2f} | {r['train_path_s_per_epoch']:.2f} | {r['train_path_vs_bare']:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
@@ -198,6 +292,12 @@ def main(argv=None):
     parser.add_argument("--infer-repeats", type=int, default=10)
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument("--models", nargs="+", default=None, help="only these names (ref for the reference; default: all)")
+    parser.add_argument("--train-path", nargs="*", default=list(TRAIN_PATH_MODELS),
+                        help=f"names also timed through train()'s loop, whole epochs on MNIST (default: {' '.join(TRAIN_PATH_MODELS)}; none: no train() rows)")
+    parser.add_argument("--train-images", type=int, default=None, help="train() rows: the first N training images per epoch (default: all 60,000)")
+    parser.add_argument("--test-images", type=int, default=None, help="train() rows: the first N test images evaluated per epoch (default: all 10,000)")
+    parser.add_argument("--data-dir", default=None, help="MNIST IDX files for the train() rows (default: as `pde-zoo data`)")
     add_threads_argument(parser)
     parser.add_argument("--json", default="benchmarks/bench-cpu.json")
     parser.add_argument("--readme", default=None, help="regenerate the performance block of this README")
@@ -205,9 +305,8 @@ def main(argv=None):
     parser.add_argument("--render", action="store_true", help="no measuring: re-render the table (and README block) from --json")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    from pde_zoo.training import set_threads
-
     from pde_zoo.io_utils import atomic_write_json
+    from pde_zoo.threads import set_threads
 
     if args.render:
         recorded = json.loads(Path(args.json).read_text())
@@ -215,12 +314,19 @@ def main(argv=None):
     set_threads(args.threads)
     if args.memory_child:
         return memory_child(args.memory_child)
-    results = run(args)
+    path_data = None
+    if any(parse_run_name(k)[0] in args.train_path for k in cases(args.depths, args.models)):
+        training.set_determinism(0)  # as train(): the same settings for every row of the run
+        path_data = train_path_data(args)
+    with tempfile.TemporaryDirectory() as run_dir:
+        results = run(args, path_data, Path(run_dir))
     import tensorflow as tf
 
     meta = {
         "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "threads": threads_label(args.threads), "stencil_path": stencil_path(), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
+        "determinism": path_data is not None,
+        **({"train_path": path_data.meta} if path_data is not None else {}),
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
     }

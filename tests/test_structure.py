@@ -66,8 +66,7 @@ def test_no_import_cycle_through_the_package_root():
 def test_dependencies_point_one_way():
     assert not [n for n in pde_zoo_imports(PACKAGE / "figures.py") if n.startswith("pde_zoo.training")]
     for script in (ROOT / "scripts").glob("*.py"):
-        if script.name != "bench.py":  # TODO(issue 13 §5): bench.py next
-            assert "pde_zoo.cli" not in pde_zoo_imports(script), f"{script.name} imports the CLI (which runs scripts/bench.py)"
+        assert "pde_zoo.cli" not in pde_zoo_imports(script), f"{script.name} imports the CLI (which runs scripts/bench.py)"
 
 
 def test_no_side_effects_at_import(tmp_path):

@@ -1,0 +1,45 @@
+"""scripts/bench.py: the train() rows time `training.fit_epochs`, the loop `pde-zoo train` runs."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+import bench  # noqa: E402
+
+
+def test_train_path_epoch_is_a_whole_training_epoch(tmp_path):
+    data = bench.train_path_data(SimpleNamespace(data_dir=None, train_images=300, test_images=1100))
+    assert data.meta["train_images"] == 300 and data.meta["test_images"] == 1100
+    model = bench.make_model("pde2-2")
+    assert bench.time_train_epoch(model, data.warm, tmp_path / "warm") > 0
+    for _ in range(2):  # each timed epoch starts a fresh run directory: nothing resumed, nothing skipped
+        assert bench.time_train_epoch(model, data, tmp_path / "run") > 0
+        rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
+        assert rows[0].startswith("epoch,loss,accuracy,test_loss,test_accuracy") and len(rows) == 2
+        assert rows[1].split(",")[0] == "1" and float(rows[1].split(",")[4]) > 0  # the test set was evaluated
+        assert (tmp_path / "run" / "backup").is_dir() and (tmp_path / "run" / "logs").is_dir()
+
+
+@pytest.mark.slow
+def test_bench_end_to_end_with_train_rows(tmp_path):
+    out = tmp_path / "bench.json"
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- performance:start -->\n<!-- performance:end -->\n")
+    command = [sys.executable, str(SCRIPTS / "bench.py"), "--depths", "2", "--models", "mlp", "ref", "pde2", "--steps", "3",
+               "--repeats", "1", "--infer-repeats", "1", "--latency-calls", "2", "--no-memory", "--train-images", "300",
+               "--test-images", "1100", "--threads", "1", "--json", str(out)]
+    subprocess.run(command, check=True, capture_output=True, text=True)
+    recorded = json.loads(out.read_text())
+    assert recorded["meta"]["train_path"]["train_images"] == 300 and recorded["meta"]["determinism"]
+    assert {k for k, r in recorded["results"].items() if "train_path_s_per_epoch" in r} == {"mlp-0", "pde2-2"}
+    subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--render", "--json", str(out), "--readme", str(readme)],
+                   check=True, capture_output=True, text=True)
+    text = readme.read_text()
+    assert "| pde2-2 |" in text and "train() / bare" in text and "compare ratios across runs" in text
