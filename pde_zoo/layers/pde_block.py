@@ -10,9 +10,31 @@ COEFFICIENT_NAMES = ("alpha", "beta", "sigma", "rho", "gamma")
 
 
 def channel_shape(channels):
-    """The trailing shape of a per-channel weight: () (a scalar) for one channel, (C,) otherwise
-    (docs/conventions.md, "The blocks")."""
+    """The trailing shape of a per-channel quantity: () (a scalar) for one channel, (C,)
+    otherwise (docs/conventions.md, "The blocks"). `squeeze_channel` and `expand_channel` are
+    its NumPy inverse and forward forms."""
     return () if channels == 1 else (channels,)
+
+
+def squeeze_channel(array):
+    """A per-channel NumPy array in the `channel_shape` convention: its trailing channel axis
+    dropped when it has length 1, (..., 1) -> (...); (..., C) with C > 1 unchanged."""
+    return array[..., 0] if array.shape[-1] == 1 else array
+
+
+def expand_channel(array, ndim):
+    """The trailing channel axis back: an array of `ndim` dimensions (one channel, stored
+    without the axis, e.g. a (3, 3) stencil for ndim=2) becomes (..., 1); an array that has
+    the axis already is returned as it is."""
+    return array[..., None] if array.ndim == ndim else array
+
+
+def is_pde_layer(layer):
+    """Whether `layer` states its linear part as the PDE of eq 39 / 40 with coefficients:
+    `coefficients()` (α, β, σ, ρ, γ per channel) and `drift_scale` s (`PDEBlock`, `PDEField`,
+    `PDESystemBlock`: its per-channel PDE). `pde_zoo.physics` and `pde-zoo analyze` read such a
+    layer's PDE from its coefficients, any other from its stencil taps."""
+    return hasattr(layer, "coefficients") and hasattr(layer, "drift_scale")
 
 
 def taps_matrix(drift_scale, identity=True):

@@ -33,7 +33,8 @@ import math
 import keras
 
 from pde_zoo.layers import PDESystemBlock, ResidualConvBlock, StencilStack
-from pde_zoo.registry import register_model
+from pde_zoo.models.thesis import INPUT_SHAPE, NUM_CLASSES
+from pde_zoo.registry import register_model, run_name
 
 DEFAULT_CHANNELS = 12  # the widest base width with pdenet-200 under 0.25M parameters (a test checks it)
 DEFAULT_STAGES = 3
@@ -71,7 +72,7 @@ def _conv_norm_relu(x, filters, strides, name):
 
 def staged_network(
     make_block, depth, *, name, channels=DEFAULT_CHANNELS, stages=DEFAULT_STAGES, stage_blocks=None,
-    num_classes=10, input_shape=(28, 28, 1),
+    num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
 ):
     """The staged macro-architecture of this module's docstring around any residual block.
 
@@ -108,7 +109,7 @@ def staged_network(
 @register_model("pdenet", sweep_depths=(), default_depth=8)
 def pdenet(
     depth, channels=DEFAULT_CHANNELS, stages=DEFAULT_STAGES, stage_blocks=None, stable=False, drift_scale=1.0,
-    num_classes=10, input_shape=(28, 28, 1),
+    num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
 ):
     """Multi-channel PDE network: stages of reaction-diffusion-advection system blocks, pooled head.
 
@@ -119,14 +120,14 @@ def pdenet(
     the recipe of scripts/train_recipe.py.
     """
     return staged_network(
-        lambda name: PDESystemBlock(drift_scale=drift_scale, stable=stable, name=name), depth, name=f"pdenet-{depth}",
+        lambda name: PDESystemBlock(drift_scale=drift_scale, stable=stable, name=name), depth, name=run_name("pdenet", depth),
         channels=channels, stages=stages, stage_blocks=stage_blocks, num_classes=num_classes, input_shape=input_shape,
     )
 
 
 @register_model("convresnet", sweep_depths=(), default_depth=8)
 def convresnet(
-    depth, channels=DEFAULT_CHANNELS, stages=DEFAULT_STAGES, stage_blocks=None, num_classes=10, input_shape=(28, 28, 1),
+    depth, channels=DEFAULT_CHANNELS, stages=DEFAULT_STAGES, stage_blocks=None, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
 ):
     """pdenet's control: the same stages with a free 3x3 convolution in every residual block.
 
@@ -134,6 +135,6 @@ def convresnet(
     parameters against pdenet's C² + 5C; macro-architecture: module docstring.
     """
     return staged_network(
-        lambda name: ResidualConvBlock(name=name), depth, name=f"convresnet-{depth}", channels=channels, stages=stages,
+        lambda name: ResidualConvBlock(name=name), depth, name=run_name("convresnet", depth), channels=channels, stages=stages,
         stage_blocks=stage_blocks, num_classes=num_classes, input_shape=input_shape,
     )

@@ -2,7 +2,7 @@
 ("Hamiltonians"), propagators and path sums, the Gaussian limit and the action, and von
 Neumann stability (eq 21-38).
 
-Conventions (CONVENTIONS.md): x = width = column j, y = height = row i, Δt = Δx = Δy = 1,
+Conventions (docs/conventions.md): x = width = column j, y = height = row i, Δt = Δx = Δy = 1,
 zero padding, and a block's linear update is the cross-correlation
 
     pre-activation[i, j] = sum_{dy, dx} K[dy + 1, dx + 1] * ψ[i + dy, j + dx].

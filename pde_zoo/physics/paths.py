@@ -13,6 +13,7 @@ import itertools
 
 import numpy as np
 
+from pde_zoo.layers.pde_block import squeeze_channel
 from pde_zoo.physics.stencils import _stencil3
 
 
@@ -54,13 +55,10 @@ def stencils_of(layers_or_model):
     return stencils
 
 
-def _squeeze(a):
-    return a[..., 0] if a.shape[-1] == 1 else a
-
-
 def _per_channel(v):
     """A float for one channel, the array (C,) otherwise."""
-    return float(v[0]) if v.shape == (1,) else v
+    v = squeeze_channel(np.asarray(v))
+    return float(v) if v.ndim == 0 else v
 
 
 def _full_conv(p, k):
@@ -93,7 +91,7 @@ def propagator(layers_or_model):
     p = np.ones((1, 1, stencils[0].shape[-1] if stencils else 1))
     for k in stencils:
         p = _full_conv(p, k)
-    return _squeeze(p)
+    return squeeze_channel(p)
 
 
 def path_sum(layers_or_model, dy, dx, max_paths=10**6):
@@ -238,6 +236,6 @@ def gated_propagator(layers_or_model, image, i, j, relu=True):
         u = correlate(gated, k[::-1, ::-1])
     n = len(stencils)
     return GatedPropagator(
-        weights=_squeeze(_window(u, i, j, n)), window=_squeeze(_window(psi0, i, j, n)),
+        weights=squeeze_channel(_window(u, i, j, n)), window=squeeze_channel(_window(psi0, i, j, n)),
         bias=_per_channel(bias), value=_per_channel(psi[i, j]), masks=masks,
     )

@@ -31,7 +31,8 @@ any weights (proof in `pde_zoo.layers.pde_system_block.PDESystemWeights`).
 
 import numpy as np
 
-from pde_zoo.physics.paths import blocks_of
+from pde_zoo.layers.pde_block import squeeze_channel
+from pde_zoo.physics.paths import _per_channel, blocks_of
 from pde_zoo.physics.stencils import OFFSETS, _stencil3, mixes_channels, symbol, system_stencil, system_symbol
 
 SYSTEM_GRID = 65  # default p-grid of a channel-mixing block (a C x C norm per point)
@@ -70,7 +71,7 @@ def amplification_map(layer, n=None):
     p = _grid(257 if n is None else n)
     phase = np.exp(1j * np.outer(p, OFFSETS))
     mag = np.abs(np.einsum("ar,rsc,bs->abc", phase, _stencil3(layer), phase))
-    return p, (mag[..., 0] if mag.shape[-1] == 1 else mag)
+    return p, squeeze_channel(mag)
 
 
 def max_amplification(layer, n=None, refine=4):
@@ -109,7 +110,7 @@ def max_amplification(layer, n=None, refine=4):
                 best, py0, px0 = m[idx], py[idx], px[idx]
             h /= 10
         out.append(float(best))
-    return out[0] if len(out) == 1 else np.array(out)
+    return _per_channel(np.array(out))
 
 
 def _max_system_amplification(k, n, refine):

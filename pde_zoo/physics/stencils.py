@@ -1,6 +1,6 @@
 """Stencils, symbols and the PDE projection of a residual block (thesis eq 21-25, 28-29, 34).
 
-Convention (CONVENTIONS.md): a block's linear update is the cross-correlation
+Convention (docs/conventions.md): a block's linear update is the cross-correlation
 
     pre[i, j] = sum_{dy, dx in {-1, 0, 1}} K[dy + 1, dx + 1] * ψ[i + dy, j + dx]
 
@@ -10,7 +10,7 @@ padding. K is the *stencil* (identity included); f = K - I is the residual kerne
 
 import numpy as np
 
-from pde_zoo.layers.pde_block import COEFFICIENT_NAMES, taps_matrix
+from pde_zoo.layers.pde_block import COEFFICIENT_NAMES, expand_channel, is_pde_layer, squeeze_channel, taps_matrix
 
 OFFSETS = np.array([-1, 0, 1])
 PDE_TERMS = ("Dxx", "Dx", "Dyy", "Dy", "I")
@@ -52,14 +52,9 @@ def pde_stencil(alpha, beta, sigma, rho, gamma, drift_scale=1.0):
     return taps.reshape((3, 3) + alpha.shape)
 
 
-def _is_pde_block(layer):
-    return hasattr(layer, "coefficients") and hasattr(layer, "drift_scale")
-
-
 def _stencil3(layer):
     """stencil(layer) with a channel axis always: (3, 3, C)."""
-    k = stencil(layer)
-    return k[..., None] if k.ndim == 2 else k
+    return expand_channel(stencil(layer), 2)
 
 
 def stencil(layer):
@@ -92,7 +87,7 @@ def stencil(layer):
         raise TypeError(f"stencil() takes a residual block (with taps()) or a (3, 3[, C]) array. Received: {type(layer).__name__}")
     if not layer.built:
         raise ValueError(f"Layer {layer.name!r} is not built; call it on an input (or build it) before taking its stencil.")
-    if _is_pde_block(layer):
+    if is_pde_layer(layer):
         coefficients = layer.coefficients()
         return pde_stencil(*(coefficients[n] for n in COEFFICIENT_NAMES), drift_scale=layer.drift_scale)
     import keras
@@ -101,8 +96,7 @@ def stencil(layer):
         taps = layer.taps()
     except ValueError as err:
         raise ValueError(f"stencil({layer.name!r}): {err}") from err
-    k = np.asarray(keras.ops.convert_to_numpy(taps), dtype=np.float64)
-    return k[..., 0] if k.shape[-1] == 1 else k
+    return squeeze_channel(np.asarray(keras.ops.convert_to_numpy(taps), dtype=np.float64))
 
 
 def channel_stencil(layer, channel=None):
@@ -154,8 +148,7 @@ def symbol(layer, px, py):
     px, py = np.broadcast_arrays(np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64))
     phase_y = np.exp(1j * py[..., None] * OFFSETS)
     phase_x = np.exp(1j * px[..., None] * OFFSETS)
-    g = np.einsum("...r,...c,rck->...k", phase_y, phase_x, k)
-    return g[..., 0] if k.shape[-1] == 1 else g
+    return squeeze_channel(np.einsum("...r,...c,rck->...k", phase_y, phase_x, k))
 
 
 def hamiltonian(layer, px, py):
@@ -166,7 +159,7 @@ def hamiltonian(layer, px, py):
 
 def kernel_to_pde(f):
     """Least-squares projection of a 3x3 residual kernel f (identity removed, eq 25) onto
-    span{Dxx, Dx, Dyy, Dy, I} (the eq-22 stencils, CONVENTIONS.md):
+    span{Dxx, Dx, Dyy, Dy, I} (the eq-22 stencils, docs/conventions.md):
 
         f ≈ c_xx Dxx + c_x Dx + c_yy Dyy + c_y Dy + c_I I.
 
@@ -210,7 +203,7 @@ def continuum_coefficients(layer, channel=None):
     block these are exactly α², σ², sβ, sρ, γ; for any other block they come from the
     `kernel_to_pde` projection (alpha2 = 2 Dxx, drift_x = Dx, ...), which drops the corners.
     """
-    if _is_pde_block(layer):
+    if is_pde_layer(layer):
         c = {n: np.asarray(v, dtype=np.float64) for n, v in layer.coefficients().items()}
         index = _check_channel(c["alpha"].shape[0] if c["alpha"].ndim else 1, channel)
         c = {n: v.reshape(-1)[index] for n, v in c.items()}
