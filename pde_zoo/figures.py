@@ -21,10 +21,15 @@ FAMILIES = ("pde1", "pde2", "resnet")
 LABELS = {"pde1": "PDE1 (eq 39)", "pde2": "PDE2 (eq 40)", "resnet": "c_ResNet", "mlp": "head only (mlp)"}
 
 
+def blank_figure(figsize=None, layout=None):
+    """A `matplotlib.figure.Figure` without pyplot: no global state holds it (garbage-collected
+    when dropped), no backend is chosen, and Agg draws it when it is saved as PNG."""
+    return Figure(figsize=figsize, layout=layout)
+
+
 def new_figure(nrows=1, ncols=1, figsize=None, **subplot_kw):
-    """(figure, axes) as `pyplot.subplots` returns them, without pyplot: a figure no global
-    state holds (garbage-collected when dropped), drawn by Agg when saved."""
-    fig = Figure(figsize=figsize)
+    """(figure, axes) as `pyplot.subplots` returns them, on a `blank_figure`."""
+    fig = blank_figure(figsize)
     return fig, fig.subplots(nrows, ncols, **subplot_kw)
 
 

@@ -8,13 +8,47 @@ from pathlib import Path
 
 import keras
 
-from pde_zoo.pretrained import list_pretrained  # noqa: F401  (re-exported)
+from pde_zoo.pretrained import list_pretrained
 from pde_zoo.pretrained import resolve as _pretrained_path
 
 
 def pretrained_card(name):
     """The card.json of a pretrained model, as a dict."""
     return json.loads((_pretrained_path(name) / "card.json").read_text())
+
+
+def spec_name(spec):
+    """The model name a spec stands for: a pretrained name as it is, a run directory's name, a
+    .keras file's stem (its directory's name for a run's model.keras)."""
+    path = Path(str(spec))
+    if path.suffix == ".keras":
+        return path.parent.name if path.stem == "model" else path.stem
+    if path.is_dir():
+        return path.resolve().name
+    return str(spec)
+
+
+def spec_card(spec):
+    """card.json of a pretrained name, a run directory or a .keras file beside one, as a dict;
+    None when there is none."""
+    path = Path(str(spec))
+    if path.is_dir():
+        candidate = path / "card.json"
+    elif path.is_file():
+        candidate = path.parent / "card.json"
+    elif str(spec) in list_pretrained():
+        return pretrained_card(str(spec))
+    else:
+        return None
+    return json.loads(candidate.read_text()) if candidate.is_file() else None
+
+
+def load_with_card(model_or_spec, compile=False):
+    """(model, name, card): a keras Model as it is (no card), or what `load` loads from a
+    pretrained name, a .keras file or a run directory, with `spec_name` and `spec_card`."""
+    if hasattr(model_or_spec, "get_layer"):
+        return model_or_spec, model_or_spec.name, None
+    return load(str(model_or_spec), compile=compile), spec_name(model_or_spec), spec_card(model_or_spec)
 
 
 def load_keras_file(path, compile=True):

@@ -3,7 +3,6 @@ symbols, the term-by-term NumPy PDE step (numpy_reference.py), explicit plane wa
 sums, brute-force path enumeration, the Keras forward pass on a real MNIST image, and closed
 forms derived by hand."""
 
-import argparse
 import itertools
 import json
 
@@ -14,13 +13,13 @@ import pytest
 import pde_zoo
 from conftest import randomize_weights
 from numpy_reference import pde_step, shift
-from pde_zoo import analysis, physics
+from pde_zoo import analysis, cli, physics
 from pde_zoo.layers import COEFFICIENT_NAMES, PDE1Block, PDE2Block, ResidualConvBlock, StencilStack
 
 DRIFT = {PDE1Block: 1.0, PDE2Block: -0.125}
 PDE_CLASSES = [PDE1Block, PDE2Block]
 
-# The eq-22 stencils written out from CONVENTIONS.md (rows dy = -1, 0, 1; columns dx = -1, 0, 1).
+# The eq-22 stencils written out from docs/conventions.md (rows dy = -1, 0, 1; columns dx = -1, 0, 1).
 DXX = np.array([[0, 0, 0], [1, -2, 1], [0, 0, 0]], dtype=float)
 DX = np.array([[0, 0, 0], [-0.5, 0, 0.5], [0, 0, 0]])
 DYY = DXX.T.copy()
@@ -463,10 +462,7 @@ def test_analyze_writes_the_reports_and_the_stability_table(tmp_path, rng, mnist
         model.save(run / "model.keras")
         (run / "card.json").write_text(json.dumps({"test_accuracy": 0.91}))
         runs.append((run, model))
-    parser = argparse.ArgumentParser()
-    analysis.add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["analyze", *(str(run) for run, _ in runs), "--out", str(tmp_path / "reports")])
-    args.func(args)
+    assert cli.main(["analyze", *(str(run) for run, _ in runs), "--out", str(tmp_path / "reports")]) == 0
     for run, model in runs:
         out = tmp_path / "reports" / run.name
         report = json.loads((out / "report.json").read_text())

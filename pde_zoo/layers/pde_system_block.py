@@ -27,7 +27,7 @@ class PDESystemWeights:
 
         A ψ + b,   (A ψ)_c = α_c²/2 Dxx ψ_c + s β_c Dx ψ_c + σ_c²/2 Dyy ψ_c + s ρ_c Dy ψ_c + Σ_c' Γ_cc' ψ_c'
 
-    (the eq-22 stencils of CONVENTIONS.md, zero padding, s = `drift_scale`): a depthwise
+    (the eq-22 stencils of docs/conventions.md, zero padding, s = `drift_scale`): a depthwise
     five-point PDE stencil per channel plus a 1x1 channel mixing Γ (C x C) and a bias b (C,).
 
     Weights (raw, trainable): `alpha`, `beta`, `sigma`, `rho`, `bias` of shape (C,) and
@@ -154,7 +154,7 @@ class PDESystemBlock(PDESystemWeights, ResidualBlock):
                     + Σ_c' Γ_cc' ψ_c' + b_c )  =  relu(ψ + Aψ + b)
 
     (thesis eq 39 per channel, the reaction γψ generalised to a channel mixing Γ; stencils and
-    zero boundary of CONVENTIONS.md). Structurally a depthwise-separable residual block whose
+    zero boundary of docs/conventions.md). Structurally a depthwise-separable residual block whose
     depthwise kernel is a PDE. As a `ResidualBlock` it is the Euler step of Δt = 1 of
 
         f(ψ) = relu(ψ + Aψ + b) - ψ     (`vector_field`);
