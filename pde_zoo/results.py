@@ -83,8 +83,8 @@ def own_recipe_table(rows, models_dir):
     """The README table of the models trained with their own recipe (card `recipe`: schedule,
     augmentation, validation split, planned vs run epochs), NFE for continuous-depth models."""
     lines = [
-        "| model | depth | params | epochs run / planned | recipe | val acc | test acc | NFE fwd / bwd | train s | device |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| model | depth | options | params | epochs run / planned | recipe | val acc | test acc | NFE fwd / bwd | train s | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in (r for r in rows if r["recipe"] == "own"):
         card = json.loads((Path(models_dir) / r["source"].split(" ")[0]).read_text())
@@ -92,7 +92,8 @@ def own_recipe_table(rows, models_dir):
         text = f"Adam {recipe['peak_learning_rate']:g} cosine, shift {recipe['shift']}, batch {recipe['batch_size']}"
         nfe = "–" if r["nfe_forward"] is None else f"{r['nfe_forward']} / {r['nfe_backward']}"
         lines.append(
-            f"| {r['model']} | {r['depth']} | {r['params']:,} | {r['epochs']} / {recipe['planned_epochs']} | {text} | "
+            f"| {r['model']} | {r['depth']} | {', '.join(f'{k}={v}' for k, v in card['options'].items()) or '–'} | {r['params']:,} | "
+            f"{r['epochs']} / {recipe['planned_epochs']} | {text} | "
             f"{100 * r['val_acc']:.2f}% | {100 * r['test_acc']:.2f}% | {nfe} | {r['train_seconds']:.0f} | {r['device']} |"
         )
     return "\n".join(lines) + "\n"
