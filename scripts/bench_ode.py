@@ -102,15 +102,19 @@ def memory_child(spec):
     start = time.perf_counter()
     model.train_on_batch(x, y)
     first = time.perf_counter() - start
-    peaks, times = [], []
+    peaks, times, cpu = [], [], []
     while len(times) < 3 and (not times or sum(times) + times[-1] < budget_s):
         base = _status_mib("VmRSS")
         _reset_peak()
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         model.train_on_batch(x, y)
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
         peaks.append(_status_mib("VmHWM") - base)
-    print(json.dumps({"peak_mib": max(peaks), "peaks_mib": peaks, "step_s": statistics.median(times), "steps_s": times, "first_step_s": first, "rss_before_mib": base}))
+    print(json.dumps({
+        "peak_mib": max(peaks), "peaks_mib": peaks, "step_s": statistics.median(times), "steps_s": times,
+        "step_cpu_s": statistics.median(cpu), "steps_cpu_s": cpu, "first_step_s": first, "rss_before_mib": base,
+    }))
 
 
 def run_memory(args):
@@ -126,7 +130,10 @@ def run_memory(args):
             row = {**spec, **json.loads(out.stdout.strip().splitlines()[-1])}
             row["nfe_forward"] = n * pde_zoo.ode.METHODS[args.memory_method].stages
             rows.append(row)
-            print(f"  memory {args.memory_method} n={n:5d} {mode:8s} peak {row['peak_mib']:8.1f} MiB  {row['step_s']:.3f} s/step", flush=True)
+            print(
+                f"  memory {args.memory_method} n={n:5d} {mode:8s} peak {row['peak_mib']:8.1f} MiB  {row['step_s']:.3f} s/step "
+                f"(CPU {row['step_cpu_s']:.3f} s)  load {os.getloadavg()[0]:.1f}", flush=True,
+            )
     return rows
 
 
@@ -201,13 +208,15 @@ class ZooODENet:
         return forward, backward, probs.numpy(), float(np.mean(loss))
 
     def time(self, mode, steps):
-        model, times = self.models[mode], []
+        """Wall and CPU seconds (all of this process's threads) of `steps` training steps."""
+        model, times, cpu = self.models[mode], [], []
         for _ in range(steps):
             model.set_weights(self.initial)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             model.train_on_batch(self.x, self.y)
             times.append(time.perf_counter() - start)
-        return times
+            cpu.append(time.process_time() - start_cpu)
+        return times, cpu
 
     def time_forward(self, mode, calls):
         fn, times = self.forward[mode], []
@@ -253,26 +262,35 @@ def run_peer(args):
                 for peer in peers.values():
                     peer.ask("time", mode, 1)
                     peer.ask("forward", mode, 1)
-            steps, fwd = {}, {}
+            steps, cpus, fwd = {}, {}, {}
             units = [(key, mode) for mode in MODES for key in ["zoo", *PEERS]]
             for r in range(args.repeats):
                 for key, mode in units if r % 2 == 0 else reversed(units):
                     if key == "zoo":
-                        s, f = zoo.time(mode, args.steps), zoo.time_forward(mode, args.steps)
+                        (s, c), f = zoo.time(mode, args.steps), zoo.time_forward(mode, args.steps)
                     else:
-                        s, f = peers[key].ask("time", mode, args.steps)["seconds"], peers[key].ask("forward", mode, args.steps)["seconds"]
+                        out = peers[key].ask("time", mode, args.steps)
+                        s, c, f = out["seconds"], out["cpu_seconds"], peers[key].ask("forward", mode, args.steps)["seconds"]
                     steps.setdefault((key, mode), []).extend(s)
+                    cpus.setdefault((key, mode), []).extend(c)
                     fwd.setdefault((key, mode), []).extend(f)
-                    print(f"  repeat {r + 1}/{args.repeats} {key:24s} {mode:8s} step {statistics.median(s):.3f} s  forward {statistics.median(f):.3f} s", flush=True)
+                    print(
+                        f"  repeat {r + 1}/{args.repeats} {key:24s} {mode:8s} step {statistics.median(s):.3f} s (CPU {statistics.median(c):.3f} s)  "
+                        f"forward {statistics.median(f):.3f} s  load {os.getloadavg()[0]:.1f}", flush=True,
+                    )
         finally:
             for peer in peers.values():
                 peer.close()
     for (key, mode), s in steps.items():
         row = results[key][mode]
-        row.update(step_s=statistics.median(s), steps_s=s, forward_s=statistics.median(fwd[key, mode]), forwards_s=fwd[key, mode])
+        row.update(
+            step_s=statistics.median(s), steps_s=s, step_cpu_s=statistics.median(cpus[key, mode]), steps_cpu_s=cpus[key, mode],
+            forward_s=statistics.median(fwd[key, mode]), forwards_s=fwd[key, mode],
+        )
     for key in PEERS:
         for mode in MODES:
             results[key][mode]["zoo_speedup"] = results[key][mode]["step_s"] / results["zoo"][mode]["step_s"]
+            results[key][mode]["zoo_cpu_ratio"] = results[key][mode]["step_cpu_s"] / results["zoo"][mode]["step_cpu_s"]
     meta_extra = {"data": source, "torch": peers["torchdiffeq_own_init"].hello["torch"], "torch_threads": peer_threads, "omp_wait_policy": args.omp_wait_policy}
     return results, meta_extra
 
@@ -290,6 +308,10 @@ def threads_label(threads):
     return f"{threads} inter-op x 1 intra-op (TF)" if threads else "TF default (intra-op = inter-op = number of cores)"
 
 
+def _seconds(row):
+    return f"{row['step_s']:.2f}" + (f" ({row['step_cpu_s']:.2f})" if "step_cpu_s" in row else "")
+
+
 def memory_markdown(rows, m):
     by = {(r["n"], r["mode"]): r for r in rows}
     ns = sorted({r["n"] for r in rows})
@@ -298,15 +320,16 @@ def memory_markdown(rows, m):
         f"threads: {threads_label(m['threads'])}, {m['date_utc'][:10]}{load_label(m)}. The zoo's `odenet` (batch {m['batch']}, {m['method']} with "
         f"step_size = 1/n over [0, 1], Adam): peak memory of one training step = the rise of the process's peak RSS during the step above "
         f"its RSS right before it, in a fresh process per row after one untimed tracing step, with `TF_ONEDNN_USE_SYSTEM_ALLOCATOR=1` and "
-        f"glibc's mmap threshold at 64 KiB so that RSS follows the live tensors (the largest of up to 3 steps; time: their median).",
+        f"glibc's mmap threshold at 64 KiB so that RSS follows the live tensors (the largest of up to 3 steps; times: their median, "
+        f"wall and CPU, the CPU time of all the process's threads).",
         "",
-        "| solver steps n | NFE forward | backprop: peak MiB | adjoint: peak MiB | backprop: s / step | adjoint: s / step | backprop peak / at n = " + str(ns[0]) + " | adjoint peak / at n = " + str(ns[0]) + " |",
+        "| solver steps n | NFE forward | backprop: peak MiB | adjoint: peak MiB | backprop: s / step (CPU s) | adjoint: s / step (CPU s) | backprop peak / at n = " + str(ns[0]) + " | adjoint peak / at n = " + str(ns[0]) + " |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for n in ns:
         bp, adj = by.get((n, "backprop")), by.get((n, "adjoint"))
         lines.append(
-            f"| {n} | {(bp or adj)['nfe_forward']} | {bp['peak_mib']:.0f} | {adj['peak_mib']:.0f} | {bp['step_s']:.2f} | {adj['step_s']:.2f} | "
+            f"| {n} | {(bp or adj)['nfe_forward']} | {bp['peak_mib']:.0f} | {adj['peak_mib']:.0f} | {_seconds(bp)} | {_seconds(adj)} | "
             f"{bp['peak_mib'] / by[ns[0], 'backprop']['peak_mib']:.2f}x | {adj['peak_mib'] / by[ns[0], 'adjoint']['peak_mib']:.2f}x |"
         )
     return "\n".join(lines) + "\n"
@@ -325,18 +348,19 @@ def peer_markdown(results, p):
         f"every timed step starts from the initial weights (seed {p['seed']}) on one batch ({p['data']}), where the NFE is measured; "
         f"medians of {p['repeats']} alternating repeats of {p['steps']} steps. Zoo: Keras's compiled training step (`train_on_batch`, the "
         "`tf.function` that `fit` runs). Forward: the forward pass alone (zoo: a `tf.function` of `model(x, training=True)`; torch: with "
-        "autograd on). NFE = evaluations of the field f in the forward solve / of the adjoint's augmented field (f and its "
+        "autograd on). CPU s: the process's CPU time over the step, all its threads (less sensitive than wall time to other jobs on the machine, but it counts spin-waiting). NFE = evaluations of the field f in the forward solve / of the adjoint's augmented field (f and its "
         "vector-Jacobian product) in the backward solve; backprop has no backward solve. \"zoo's weights\" is the same network with the zoo's "
-        "initial weights converted (the same function); \"own init\" is PyTorch's initialisation. Speed-up = peer s / zoo s.",
+        "initial weights converted (the same function); \"own init\" is PyTorch's initialisation. Speed-up = peer s / zoo s (wall; CPU in brackets).",
         "",
-        "| implementation | gradients | s / training step | forward s | NFE fwd / bwd | zoo speed-up (peer s / zoo s) |",
-        "|---|---|---|---|---|---|",
+        "| implementation | gradients | s / training step | CPU s / training step | forward s | NFE fwd / bwd | zoo speed-up: peer s / zoo s (CPU) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for mode in MODES:
         for key, label in [("zoo", "pde_zoo `odenet`"), *PEERS.items()]:
             r = results[key][mode]
-            speed = f"{r['zoo_speedup']:.2f}x" if "zoo_speedup" in r else "–"
-            lines.append(f"| {label} | {mode} | {r['step_s']:.3f} | {r['forward_s']:.3f} | {_nfe(r)} | {speed} |")
+            speed = f"{r['zoo_speedup']:.2f}x" + (f" ({r['zoo_cpu_ratio']:.2f}x)" if "zoo_cpu_ratio" in r else "") if "zoo_speedup" in r else "–"
+            cpu = f"{r['step_cpu_s']:.3f}" if "step_cpu_s" in r else "–"
+            lines.append(f"| {label} | {mode} | {r['step_s']:.3f} | {cpu} | {r['forward_s']:.3f} | {_nfe(r)} | {speed} |")
     diff = results["torchdiffeq_zoo_weights"]["backprop"].get("max_abs_diff_probs_vs_zoo")
     if diff is not None:
         lines += [
@@ -361,10 +385,15 @@ def targets_markdown(results):
     peer = results.get("peer")
     if peer:
         for mode in MODES:
-            same, own = peer["torchdiffeq_zoo_weights"][mode]["zoo_speedup"], peer["torchdiffeq_own_init"][mode]["zoo_speedup"]
+            same, own = peer["torchdiffeq_zoo_weights"][mode], peer["torchdiffeq_own_init"][mode]
+            cpu = same.get("zoo_cpu_ratio")
+            verdict = {(True, True): "yes (wall and CPU time)", (True, False): "wall time only", (False, True): "CPU time only"}.get(
+                (same["zoo_speedup"] > 1, cpu is not None and cpu > 1), "no"
+            )
+            cpu_text = f" (CPU time {cpu:.2f}x)" if cpu is not None else ""
             lines.append(
-                f"| `odenet` training step faster than torchdiffeq's, {mode} | {same:.2f}x at the same weights; {own:.2f}x against its own init | "
-                f"{'yes' if same > 1 else 'no'} (same weights) |"
+                f"| `odenet` training step faster than torchdiffeq's, {mode} | {same['zoo_speedup']:.2f}x at the same weights{cpu_text}; "
+                f"{own['zoo_speedup']:.2f}x against its own init | {verdict} |"
             )
     return "\n".join(lines) + "\n"
 

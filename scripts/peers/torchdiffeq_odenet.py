@@ -21,7 +21,8 @@ Commands (one per line on stdin; one JSON object per line on stdout):
                              or "adjoint"): forward / backward NFE and the loss; the softmax
                              outputs saved to <npy> when given
     time <mode> <steps>      `steps` training steps, each from the current weights (restored
-                             after every step, untimed): the seconds of each
+                             after every step, untimed): the wall and the CPU seconds (all the
+                             process's threads) of each
     forward <mode> <calls>   `calls` forward passes as in training (autograd on, no backward):
                              the seconds of each
     quit
@@ -185,14 +186,15 @@ class Peer:
         return {"nfe_forward": forward, "nfe_backward": backward, "loss": float(loss.detach())}
 
     def time(self, mode, steps):
-        times = []
+        times, cpu = [], []
         for _ in range(int(steps)):
             self._reset()
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             self._step(mode)
             times.append(time.perf_counter() - start)
+            cpu.append(time.process_time() - start_cpu)
         self._reset()
-        return {"seconds": times}
+        return {"seconds": times, "cpu_seconds": cpu}
 
     def forward(self, mode, calls):
         self.model.block.adjoint = mode == "adjoint"
