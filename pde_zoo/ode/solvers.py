@@ -187,7 +187,7 @@ class FixedGridSolver:
                 t = ops.add(ops.multiply(ops.cast(k, dtype), dt), t0)
                 return _rk_step(self.tableau, func, t, dt_t, state)
 
-            return ops.fori_loop(0, n, body, tuple(y)), n
+            return _fori_loop(0, n, body, tuple(y)), n
         eps = 1e-9 if dtype == "float64" else 1e-5
         ratio = ops.divide(ops.subtract(t1, t0), step_size)
         n = ops.maximum(ops.cast(ops.ceil(ops.multiply(ratio, 1.0 - eps)), "int32"), 1)
@@ -197,7 +197,7 @@ class FixedGridSolver:
             t = ops.add(ops.multiply(ops.cast(k, dtype), dt), t0)
             return _rk_step(self.tableau, func, t, dt, state)
 
-        return ops.fori_loop(0, n, body, tuple(y)), n
+        return _fori_loop(0, n, body, tuple(y)), n
 
 
 # --------------------------------------------------------------------------- dopri5
@@ -295,10 +295,33 @@ class Dopri5Solver:
             )
 
         attempts, accepted, rejected = counters
-        t, h, y, k1, attempts, accepted, rejected = ops.while_loop(
+        t, h, y, k1, attempts, accepted, rejected = _while_loop(
             cond, body, (t0, h, tuple(y), tuple(k1), attempts, accepted, rejected)
         )
         return y, k1, h, (attempts, accepted, rejected), ops.less(t, t1)
+
+
+def _while_loop(cond, body, loop_vars):
+    """`keras.ops.while_loop`, but on TensorFlow one iteration at a time (parallel_iterations=1).
+
+    With TF's default of 10, the adjoint's backward loop ran its (ψ, a) chain up to 10 steps
+    ahead of the parameter-gradient convolutions, each step in flight holding its intermediates:
+    memory grew with the number of steps (scripts/bench_ode.py). One at a time keeps the
+    adjoint's memory flat at no measured cost in time.
+    """
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.while_loop(cond, body, loop_vars, parallel_iterations=1)
+    return ops.while_loop(cond, body, loop_vars)
+
+
+def _fori_loop(lower, upper, body, init):
+    """`keras.ops.fori_loop` (a scan on JAX when the bounds are Python ints), with `_while_loop`'s
+    one-iteration-at-a-time on TensorFlow."""
+    if keras.backend.backend() == "tensorflow":
+        return _while_loop(lambda i, state: i < upper, lambda i, state: (i + 1, body(i, state)), (lower, init))[1]
+    return ops.fori_loop(lower, upper, body, init)
 
 
 def _is_tensor(x):
