@@ -56,3 +56,17 @@ def adam(w0, grads, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         w = w - m * alpha / (np.sqrt(v) + f(epsilon))
         out.append(w)
     return np.stack(out)
+
+
+def expm(matrix):
+    """exp(matrix) in float64 by scaling and squaring a degree-20 Taylor polynomial."""
+    norm = np.linalg.norm(matrix, 1)
+    squarings = max(0, int(np.ceil(np.log2(norm))) + 1) if norm > 0 else 0
+    scaled = matrix / 2**squarings
+    result, term = np.eye(len(matrix)), np.eye(len(matrix))
+    for k in range(1, 21):
+        term = term @ scaled / k
+        result = result + term
+    for _ in range(squarings):
+        result = result @ result
+    return result

@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
+from numpy_reference import expm
 from pde_zoo.ode import METHODS, last_backward_stats, odeint
 
 FIXED = {"euler": 1, "midpoint": 2, "rk4": 4}  # method -> order (= stages here)
@@ -14,20 +15,6 @@ FIXED = {"euler": 1, "midpoint": 2, "rk4": 4}  # method -> order (= stages here)
 
 def np_(x):
     return ops.convert_to_numpy(x)
-
-
-def expm(matrix):
-    """exp(matrix) in float64 by scaling and squaring a degree-20 Taylor polynomial."""
-    norm = np.linalg.norm(matrix, 1)
-    squarings = max(0, int(np.ceil(np.log2(norm))) + 1) if norm > 0 else 0
-    scaled = matrix / 2**squarings
-    result, term = np.eye(len(matrix)), np.eye(len(matrix))
-    for k in range(1, 21):
-        term = term @ scaled / k
-        result = result + term
-    for _ in range(squarings):
-        result = result @ result
-    return result
 
 
 # --------------------------------------------------------------------------- API and validation
