@@ -215,11 +215,6 @@ class PDESystemBlock(PDESystemWeights, ResidualBlock):
     def call(self, inputs):
         return ops.relu(self.pre_activation(inputs))
 
-    def vector_field(self, t, psi):
-        """f(t, ψ) = relu(ψ + Aψ + b) - ψ (autonomous: t unused)."""
-        del t
-        return self(psi) - psi
-
     def get_config(self):
         config = super().get_config()
         config.update(self._system_config())
