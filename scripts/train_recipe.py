@@ -119,8 +119,27 @@ def solver_stats(model, images, labels):
     return stats
 
 
-def train_one(spec, data_path, out, budget, seed, max_epochs=None):
-    """Train the run `spec` (see `parse_run`) in this process into OUT/<run>/ (resumable)."""
+TUNABLE = ("peak_learning_rate", "warmup_epochs", "batch_size", "shift", "max_epochs")  # --set keys
+
+
+def recipe_overrides(items):
+    """["shift=1", "peak_learning_rate=0.002"] -> {"shift": 1, "peak_learning_rate": 0.002}."""
+    overrides = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        try:
+            number = json.loads(value)
+        except json.JSONDecodeError:
+            number = None
+        if not sep or key not in TUNABLE or isinstance(number, bool) or not isinstance(number, (int, float)):
+            raise SystemExit(f"--set takes KEY=NUMBER with KEY one of {', '.join(TUNABLE)}. Received: {item!r}")
+        overrides[key] = number
+    return overrides
+
+
+def train_one(spec, data_path, out, budget, seed, max_epochs=None, overrides=None):
+    """Train the run `spec` (see `parse_run`) in this process into OUT/<run>/ (resumable), with
+    its model's recipe updated by `overrides` (recorded in the card)."""
     import keras
     import numpy as np
 
@@ -135,7 +154,7 @@ def train_one(spec, data_path, out, budget, seed, max_epochs=None):
     if (run_dir / "card.json").is_file():
         print(f"{run_dir} is finished; skipped", flush=True)
         return
-    recipe = dict(RECIPES[name])
+    recipe = {**RECIPES[name], **(overrides or {})}
     if max_epochs:
         recipe["max_epochs"] = max_epochs
     keras.utils.set_random_seed(seed)
@@ -228,13 +247,15 @@ def main():
     parser.add_argument("--jobs", type=int, default=0, help="runs at a time (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-epochs", type=int, default=None, help="override the recipe's max_epochs (smoke tests)")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a recipe value for these runs, e.g. --set shift=1 (repeatable; recorded in the card)")
     parser.add_argument("--pack-data", metavar="FILE", help="write the MNIST .npz and exit")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child process: train this run
     args = parser.parse_args()
     if args.pack_data:
         return pack_data(args.pack_data)
     if args.one:
-        return train_one(args.one, args.data, args.out, args.budget, args.seed, args.max_epochs)
+        return train_one(args.one, args.data, args.out, args.budget, args.seed, args.max_epochs, recipe_overrides(args.set))
+    recipe_overrides(args.set)  # fail before starting anything
     Path(args.out).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     queue, running, failed = list(args.runs), [], []
@@ -244,6 +265,8 @@ def main():
             command = [sys.executable, __file__, "--one", run, "--data", args.data, "--out", args.out, "--budget", str(args.budget), "--seed", str(args.seed)]
             if args.max_epochs:
                 command += ["--max-epochs", str(args.max_epochs)]
+            for item in args.set or ():
+                command += ["--set", item]
             running.append((run, subprocess.Popen(command, env=env)))
         time.sleep(1)
         for run, child in [(r, c) for r, c in running if c.poll() is not None]:
