@@ -15,7 +15,9 @@
 #   pdenet-50:stable=false / :stable=true     69,730 parameters
 #   pdenet-200:stable=false / :stable=true   241,930 parameters
 # A step of pdenet-200 costs about 4x one of pdenet-50 and its compile is the longest: give the
-# depth group the largest --budget, or run the two depths apart.
+# depth group the largest --budget, or run the two depths apart. The committed depth runs
+# (reports/stability-pdenet-depth/) are, on the 2-core CPU, the same recipe cut to 4 epochs:
+#   scripts/train_pdenet.sh depth --out runs/depth --budget 20000 --max-epochs 4 --jobs 1
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
