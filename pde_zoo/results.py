@@ -90,7 +90,8 @@ def own_recipe_table(rows, models_dir):
         card = json.loads((Path(models_dir) / r["source"].split(" ")[0]).read_text())
         recipe = card["recipe"]
         text = f"Adam {recipe['peak_learning_rate']:g} cosine, shift {recipe['shift']}, batch {recipe['batch_size']}"
-        nfe = "–" if r["nfe_forward"] is None else f"{r['nfe_forward']} / {r['nfe_backward']}"
+        counts = [r["nfe_forward"], r["nfe_backward"]]  # backward: the adjoint's evaluations (none for backprop)
+        nfe = "–" if counts == [None, None] else " / ".join("–" if n is None else str(n) for n in counts)
         lines.append(
             f"| {r['model']} | {r['depth']} | {', '.join(f'{k}={v}' for k, v in card['options'].items()) or '–'} | {r['params']:,} | "
             f"{r['epochs']} / {recipe['planned_epochs']} | {text} | "
