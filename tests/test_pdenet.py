@@ -89,6 +89,25 @@ def test_block_matches_numpy(stable, channels, drift_scale, rng):
     np.testing.assert_allclose(block.mixing_matrix(), coefficients[4], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("stable", [False, True])
+@pytest.mark.parametrize("time_step", [0.25, 0.6])
+def test_time_step_is_a_shorter_euler_step_and_keeps_the_bound(stable, time_step, rng):
+    """relu(ψ + Δt (Aψ + b)) against NumPy (the Δt = 1 coefficients of the same weights), and a
+    stable block's max_p ‖G(p)‖₂ ≤ 1 for Δt < 1 with weights that saturate the map."""
+    x = (rng.random((2, 9, 11, 4)) - 0.5).astype("float32")
+    block = PDESystemBlock(stable=stable, time_step=time_step)
+    block.build(x.shape)
+    randomize(block, rng, 3.0 if stable else 0.5)
+    block.bias.assign(rng.normal(scale=0.1, size=4).astype("float32"))
+    increment = system_step(x, *effective(raw(block), stable, 1.0), relu=False) - x  # Aψ + b
+    expected = np.maximum(x + time_step * increment, 0.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(block(x)), expected, atol=2e-5)
+    if stable:
+        assert physics.max_amplification(block) <= 1 + 1e-6
+    clone = PDESystemBlock.from_config(block.get_config())
+    assert clone.time_step == time_step
+
+
 def test_mixing_direction_and_drift_sign():
     """Γ[c, c'] carries channel c' into channel c; sβ Dx with Dx ψ[i,j] = (ψ[i,j+1] - ψ[i,j-1])/2."""
     block = PDESystemBlock()
@@ -314,6 +333,9 @@ def test_bad_arguments():
         PDESystemBlock(drift_scale=0)
     with pytest.raises(ValueError, match="activation"):
         PDESystemField(activation="tanh")
+    for bad in (0, -0.5, 1.5, True, "1"):
+        with pytest.raises(ValueError, match=r"time_step must be a number in \(0, 1\]"):
+            PDESystemBlock(time_step=bad)
     with pytest.raises(ValueError, match="NHWC"):
         PDESystemBlock()(np.zeros((2, 5, 5), "float32"))
 

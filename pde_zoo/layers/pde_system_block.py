@@ -77,7 +77,13 @@ class PDESystemWeights:
       mixing is Γ = 0, so both parametrizations start as a per-channel PDE step.
     """
 
-    def _init_system(self, drift_scale, stable, initializers):
+    def _init_system(self, drift_scale, stable, initializers, time_step=1.0):
+        if isinstance(time_step, bool) or not isinstance(time_step, (int, float)) or not 0.0 < time_step <= 1.0:
+            raise ValueError(
+                f"time_step must be a number in (0, 1] (Δt of the Euler step; 1 is the thesis block). "
+                f"Received: time_step={time_step!r}"
+            )
+        self.time_step = float(time_step)
         if not isinstance(stable, bool):
             raise ValueError(f"stable must be True or False. Received: stable={stable!r}")
         if not float(drift_scale) != 0.0:
@@ -119,23 +125,26 @@ class PDESystemWeights:
         )
 
     def _stencil_taps(self, alpha, drift_x, sigma, drift_y):
-        """(3, 3, C) correlation taps of ψ + the per-channel stencil part of Aψ (identity included)."""
+        """(3, 3, C) correlation taps of ψ + Δt × the per-channel stencil part of Aψ (identity included)."""
+        dt = self.time_step
+        alpha, drift_x, sigma, drift_y = np.sqrt(dt) * alpha, dt * drift_x, np.sqrt(dt) * sigma, dt * drift_y
         zeros = ops.zeros_like(alpha)
         rows = (ops.reshape(v, (1, -1)) for v in (alpha, drift_x, sigma, drift_y, zeros))
         return coefficient_taps(*rows, self._system_taps_matrix)[0]
 
     def pre_activation(self, psi):
-        """ψ + Aψ + b: the explicit Euler step of the linear part (before the nonlinearity)."""
+        """ψ + Δt (Aψ + b): the explicit Euler step of the linear part (before the nonlinearity)."""
         alpha, drift_x, sigma, drift_y, gamma, bias = self._effective()
         kernel = ops.expand_dims(ops.cast(self._stencil_taps(alpha, drift_x, sigma, drift_y), psi.dtype), -1)
         stencil = ops.depthwise_conv(psi, kernel, strides=1, padding="same")
-        mixed = ops.matmul(psi, ops.transpose(ops.cast(gamma, psi.dtype)))  # (Γψ)_c = Σ_c' Γ[c, c'] ψ_c'
-        return stencil + mixed + ops.cast(bias, psi.dtype)
+        mixed = ops.matmul(psi, ops.transpose(ops.cast(self.time_step * gamma, psi.dtype)))  # (Γψ)_c = Σ_c' Γ[c, c'] ψ_c'
+        return stencil + mixed + ops.cast(self.time_step * bias, psi.dtype)
 
     def system_taps(self):
-        """The full correlation kernel of ψ ↦ ψ + Aψ in Keras conv layout, shape (3, 3, C_in, C_out):
-        the stencil of channel c on the diagonal, Γ[c, c'] at the centre tap [1, 1, c', c]."""
+        """The full correlation kernel of ψ ↦ ψ + ΔtAψ in Keras conv layout, shape (3, 3, C_in, C_out):
+        the stencil of channel c on the diagonal, ΔtΓ[c, c'] at the centre tap [1, 1, c', c]."""
         alpha, drift_x, sigma, drift_y, gamma, _ = self._effective()
+        gamma = self.time_step * gamma
         taps = self._stencil_taps(alpha, drift_x, sigma, drift_y)  # (3, 3, C)
         diagonal = ops.expand_dims(taps, -1) * ops.eye(self.channels, dtype=taps.dtype)  # (3, 3, C, C)
         centre = np.zeros((3, 3, 1, 1), dtype="float32")
@@ -190,6 +199,10 @@ class PDESystemBlock(PDESystemWeights, ResidualBlock):
         mixing_initializer, bias_initializer: initializers of the raw weights; by default a
             weak diffusion (α_w = σ_w = 0.1), no drift, Γ = 0, b = 0: every block starts as a
             per-channel diffusion step, close to the identity.
+        time_step: Δt in (0, 1]: the block is relu(ψ + Δt (Aψ + b)); 1 (default) is the thesis
+            step. K blocks of Δt = T/K are a finer time grid of the same PDE over [0, T]. The
+            stable bound survives any Δt ≤ 1: I + ΔtA = (1 - Δt) I + Δt (I + A), a convex
+            combination of two matrices of norm ≤ 1.
         **kwargs: `keras.layers.Layer` arguments.
 
     Weights: `alpha`, `beta`, `sigma`, `rho`, `bias` (C,), `mixing` (C, C) (raw; the
@@ -215,6 +228,7 @@ class PDESystemBlock(PDESystemWeights, ResidualBlock):
         rho_initializer="zeros",
         mixing_initializer="zeros",
         bias_initializer="zeros",
+        time_step=1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -222,6 +236,7 @@ class PDESystemBlock(PDESystemWeights, ResidualBlock):
             drift_scale, stable,
             dict(alpha=alpha_initializer, beta=beta_initializer, sigma=sigma_initializer, rho=rho_initializer,
                  mixing=mixing_initializer, bias=bias_initializer),
+            time_step=time_step,
         )
 
     def build(self, input_shape):
@@ -233,4 +248,5 @@ class PDESystemBlock(PDESystemWeights, ResidualBlock):
     def get_config(self):
         config = super().get_config()
         config.update(self._system_config())
+        config["time_step"] = self.time_step
         return config

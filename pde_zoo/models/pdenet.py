@@ -109,18 +109,20 @@ def staged_network(
 @register_model("pdenet", sweep_depths=(), default_depth=8)
 def pdenet(
     depth, channels=DEFAULT_CHANNELS, stages=DEFAULT_STAGES, stage_blocks=None, stable=False, drift_scale=1.0,
-    num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
+    time_step=1.0, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE,
 ):
     """Multi-channel PDE network: stages of reaction-diffusion-advection system blocks, pooled head.
 
     Every block is a `PDESystemBlock` (ψ ← relu(ψ + Aψ + b): a five-point PDE stencil per
     channel and a 1x1 channel mixing Γ); `stable=True` parametrizes every block so that
-    max_p ‖G(p)‖₂ ≤ 1 for any weights. Macro-architecture: module docstring.
+    max_p ‖G(p)‖₂ ≤ 1 for any weights; `time_step` is every block's Δt (e.g. 50/depth keeps the
+    integration time of depth 50 at any depth). Macro-architecture: module docstring.
     Not in the thesis sweep (`sweep_depths` empty): its runs are scripts/train_pdenet.sh, with
     the recipe of scripts/train_recipe.py.
     """
     return staged_network(
-        lambda name: PDESystemBlock(drift_scale=drift_scale, stable=stable, name=name), depth, name=run_name("pdenet", depth),
+        lambda name: PDESystemBlock(drift_scale=drift_scale, stable=stable, time_step=time_step, name=name), depth,
+        name=run_name("pdenet", depth),
         channels=channels, stages=stages, stage_blocks=stage_blocks, num_classes=num_classes, input_shape=input_shape,
     )
 
