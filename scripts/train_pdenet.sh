@@ -14,6 +14,7 @@
 # depth: stable against free coefficients at the default width (12), depth 50 and 200
 #   pdenet-50:stable=false / :stable=true     69,730 parameters
 #   pdenet-200:stable=false / :stable=true   241,930 parameters
+#   pdenet-200:stable=true,time_step=0.25    the same, Δt = 50/200: depth 50's integration time
 # A step of pdenet-200 costs about 4x one of pdenet-50 and its compile is the longest: give the
 # depth group the largest --budget, or run the two depths apart. The committed depth runs
 # (reports/stability-pdenet-depth/) are, on the 2-core CPU, the same recipe cut to 4 epochs:
@@ -26,7 +27,8 @@ group="${1:-}"
 shift || true
 case "$group" in
   accuracy) runs=("pdenet-16:channels=32" "convresnet-16:channels=14") ;;
-  depth) runs=("pdenet-50:stable=false" "pdenet-50:stable=true" "pdenet-200:stable=false" "pdenet-200:stable=true") ;;
+  depth) runs=("pdenet-50:stable=false" "pdenet-50:stable=true" "pdenet-200:stable=false" "pdenet-200:stable=true"
+               "pdenet-200:stable=true,time_step=0.25") ;;
   *) echo "usage: scripts/train_pdenet.sh accuracy|depth [scripts/train_recipe.py options]" >&2; exit 2 ;;
 esac
 exec python scripts/train_recipe.py "$@" "${runs[@]}"
