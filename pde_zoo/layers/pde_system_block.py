@@ -124,27 +124,31 @@ class PDESystemWeights:
             np.sqrt(lx) * t_alpha, lx * t_alpha * ops.tanh(beta), np.sqrt(ly) * t_sigma, ly * t_sigma * ops.tanh(rho), gamma, bias
         )
 
-    def _stencil_taps(self, alpha, drift_x, sigma, drift_y):
-        """(3, 3, C) correlation taps of ψ + Δt × the per-channel stencil part of Aψ (identity included)."""
+    def _step_coefficients(self):
+        """The coefficients of one step ψ + Δt (Aψ + b): `_effective()` with Δt folded in
+        (α and σ enter squared, so they scale by sqrt(Δt); drifts, Γ and b by Δt)."""
+        alpha, drift_x, sigma, drift_y, gamma, bias = self._effective()
         dt = self.time_step
-        alpha, drift_x, sigma, drift_y = np.sqrt(dt) * alpha, dt * drift_x, np.sqrt(dt) * sigma, dt * drift_y
+        return np.sqrt(dt) * alpha, dt * drift_x, np.sqrt(dt) * sigma, dt * drift_y, dt * gamma, dt * bias
+
+    def _stencil_taps(self, alpha, drift_x, sigma, drift_y):
+        """(3, 3, C) correlation taps of ψ + the per-channel stencil part (identity included)."""
         zeros = ops.zeros_like(alpha)
         rows = (ops.reshape(v, (1, -1)) for v in (alpha, drift_x, sigma, drift_y, zeros))
         return coefficient_taps(*rows, self._system_taps_matrix)[0]
 
     def pre_activation(self, psi):
         """ψ + Δt (Aψ + b): the explicit Euler step of the linear part (before the nonlinearity)."""
-        alpha, drift_x, sigma, drift_y, gamma, bias = self._effective()
+        alpha, drift_x, sigma, drift_y, gamma, bias = self._step_coefficients()
         kernel = ops.expand_dims(ops.cast(self._stencil_taps(alpha, drift_x, sigma, drift_y), psi.dtype), -1)
         stencil = ops.depthwise_conv(psi, kernel, strides=1, padding="same")
-        mixed = ops.matmul(psi, ops.transpose(ops.cast(self.time_step * gamma, psi.dtype)))  # (Γψ)_c = Σ_c' Γ[c, c'] ψ_c'
-        return stencil + mixed + ops.cast(self.time_step * bias, psi.dtype)
+        mixed = ops.matmul(psi, ops.transpose(ops.cast(gamma, psi.dtype)))  # (Γψ)_c = Σ_c' Γ[c, c'] ψ_c'
+        return stencil + mixed + ops.cast(bias, psi.dtype)
 
     def system_taps(self):
         """The full correlation kernel of ψ ↦ ψ + ΔtAψ in Keras conv layout, shape (3, 3, C_in, C_out):
         the stencil of channel c on the diagonal, ΔtΓ[c, c'] at the centre tap [1, 1, c', c]."""
-        alpha, drift_x, sigma, drift_y, gamma, _ = self._effective()
-        gamma = self.time_step * gamma
+        alpha, drift_x, sigma, drift_y, gamma, _ = self._step_coefficients()
         taps = self._stencil_taps(alpha, drift_x, sigma, drift_y)  # (3, 3, C)
         diagonal = ops.expand_dims(taps, -1) * ops.eye(self.channels, dtype=taps.dtype)  # (3, 3, C, C)
         centre = np.zeros((3, 3, 1, 1), dtype="float32")
