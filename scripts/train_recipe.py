@@ -137,7 +137,7 @@ def recipe_overrides(items):
     return overrides
 
 
-def train_one(spec, data_path, out, budget, seed, max_epochs=None, overrides=None):
+def train_one(spec, data_path, out, budget, seed, overrides=None):
     """Train the run `spec` (see `parse_run`) in this process into OUT/<run>/ (resumable), with
     its model's recipe updated by `overrides` (recorded in the card)."""
     import keras
@@ -155,8 +155,6 @@ def train_one(spec, data_path, out, budget, seed, max_epochs=None, overrides=Non
         print(f"{run_dir} is finished; skipped", flush=True)
         return
     recipe = {**RECIPES[name], **(overrides or {})}
-    if max_epochs:
-        recipe["max_epochs"] = max_epochs
     keras.utils.set_random_seed(seed)
     d = np.load(data_path)
     x_all = d["x_train"].astype("float32") / 255.0
@@ -253,9 +251,11 @@ def main():
     args = parser.parse_args()
     if args.pack_data:
         return pack_data(args.pack_data)
+    overrides = recipe_overrides(args.set)  # a bad --set fails before anything starts
+    if args.max_epochs:
+        overrides["max_epochs"] = args.max_epochs
     if args.one:
-        return train_one(args.one, args.data, args.out, args.budget, args.seed, args.max_epochs, recipe_overrides(args.set))
-    recipe_overrides(args.set)  # fail before starting anything
+        return train_one(args.one, args.data, args.out, args.budget, args.seed, overrides)
     Path(args.out).mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     queue, running, failed = list(args.runs), [], []
