@@ -122,15 +122,15 @@ def report_markdown(report):
             "| | mass | mean dy | mean dx | var y | var x | cov xy |",
             "|---|---|---|---|---|---|---|",
         ]
-    for key, label in [] if "skipped" in prop else [("measured", "P (numerical)"), ("discrete", "exact cumulant sums"), ("continuum", "thesis continuum (eq 35-38)")]:
-        m = prop[key]
-        if m is None:
-            lines.append(f"| {label} | – | – | – | – | – | – |")
-            continue
-        lines.append(
-            f"| {label} | {fmt(m['mass'])} | {fmt(m['mean'][0])} | {fmt(m['mean'][1])} | {fmt(m['cov'][0][0])} | "
-            f"{fmt(m['cov'][1][1])} | {fmt(m['cov'][0][1])} |"
-        )
+        for key, label in [("measured", "P (numerical)"), ("discrete", "exact cumulant sums"), ("continuum", "thesis continuum (eq 35-38)")]:
+            m = prop[key]
+            if m is None:
+                lines.append(f"| {label} | – | – | – | – | – | – |")
+                continue
+            lines.append(
+                f"| {label} | {fmt(m['mass'])} | {fmt(m['mean'][0])} | {fmt(m['mean'][1])} | {fmt(m['cov'][0][0])} | "
+                f"{fmt(m['cov'][1][1])} | {fmt(m['cov'][0][1])} |"
+            )
     gated = report["gated"]
     lines += ["", "## Path sum with ReLU gates on a real image (eq 26-27)", ""]
     if "skipped" in gated:
