@@ -15,7 +15,9 @@ end.
 Recipes (`RECIPES`, recorded in each card): Adam with a linear warm-up then cosine decay to 0
 over the planned epochs, random shifts of up to `shift` pixels (zero padding), batch 128. The
 planned epoch count is min(max_epochs, what fits in --budget seconds after timing the first
-epoch), so the schedule always completes; the card records planned and run epochs.
+epoch without its compilation: a JIT backend spends most of a short first epoch compiling), so
+the schedule always completes; the card records planned and run epochs, and the epochs after
+which a killed run was resumed.
 
   python scripts/train_recipe.py --pack-data .devdata/mnist.npz
   python scripts/train_recipe.py --jobs 2 --budget 2400 --out saved_models pdenet-16:channels=32 pde2ode-5
@@ -119,6 +121,40 @@ def solver_stats(model, images, labels):
     return stats
 
 
+def batch_timer():
+    """A Keras callback recording the wall seconds of every training and evaluation batch in
+    its `train` and `test` lists."""
+    import keras
+
+    class BatchTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.train, self.test, self._start = [], [], 0.0
+
+        def _begin(self, batch, logs=None):
+            self._start = time.perf_counter()
+
+        on_train_batch_begin = on_test_batch_begin = _begin
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.train.append(time.perf_counter() - self._start)
+
+        def on_test_batch_end(self, batch, logs=None):
+            self.test.append(time.perf_counter() - self._start)
+
+    return BatchTimer()
+
+
+def steady_epoch_seconds(epoch_seconds, train_batches, test_batches):
+    """An epoch's wall time without compilation: `epoch_seconds` less, for fit and for evaluate,
+    the first batch's excess over the median of the others (the first call of a traced or
+    jitted step compiles it; later batches run the compiled step)."""
+    import numpy as np
+
+    excess = sum(max(0.0, b[0] - float(np.median(b[1:]))) for b in (train_batches, test_batches) if len(b) > 1)
+    return max(epoch_seconds - excess, 1e-3)
+
+
 TUNABLE = ("peak_learning_rate", "warmup_epochs", "batch_size", "shift", "max_epochs")  # --set keys
 
 
@@ -169,10 +205,11 @@ def train_one(spec, data_path, out, budget, seed, overrides=None):
     if (work / "state.json").is_file():  # resume: the model with its optimizer (and schedule)
         state = json.loads((work / "state.json").read_text())
         history, planned = state["history"], state["planned"]
+        resumed_after = state.get("resumed_after", []) + [len(history)]
         model = pde_zoo.load(work / "model.keras")
         print(f"{run}: resumed after epoch {len(history)} of {planned}", flush=True)
     else:
-        history, planned = [], recipe["max_epochs"]
+        history, planned, resumed_after = [], recipe["max_epochs"], []
         model = pde_zoo.build(name, depth=depth, **options)
         peak = recipe["peak_learning_rate"]
         schedule = keras.optimizers.schedules.CosineDecay(  # linear warm-up to the peak, then cosine to 0
@@ -183,24 +220,25 @@ def train_one(spec, data_path, out, budget, seed, overrides=None):
     while len(history) < planned:
         epoch = len(history)
         rng = np.random.default_rng((seed, epoch))
-        t0 = time.time()
-        fit = model.fit(shifted(x_fit, recipe["shift"], rng), y_fit, batch_size=recipe["batch_size"], epochs=1, shuffle=True, verbose=0)
+        t0, timer = time.time(), batch_timer()
+        fit = model.fit(shifted(x_fit, recipe["shift"], rng), y_fit, batch_size=recipe["batch_size"], epochs=1, shuffle=True, verbose=0, callbacks=[timer])
         seconds = time.time() - t0
-        val_loss, val_acc = model.evaluate(x_val, y_val, batch_size=1000, verbose=0)
+        val_loss, val_acc = model.evaluate(x_val, y_val, batch_size=1000, verbose=0, callbacks=[timer])
         row = {"epoch": epoch + 1, "loss": fit.history["loss"][0], "accuracy": fit.history["accuracy"][0],
                "val_loss": val_loss, "val_accuracy": val_acc, "seconds": round(seconds, 2),
                **solver_stats(model, x_val[:32], y_val[:32])}
         history.append(row)
         print(f"{run} epoch {epoch + 1}/{planned} {json.dumps(row)}", flush=True)
         if epoch == 0 and not (work / "state.json").is_file():  # plan the schedule to complete within the budget
-            per_epoch = time.time() - t0  # includes compilation: a safe overestimate
+            per_epoch = steady_epoch_seconds(time.time() - t0, timer.train, timer.test)
             planned = max(1, min(recipe["max_epochs"], 1 + int((budget - (time.time() - start_wall)) / (per_epoch * 1.1))))
-            model.optimizer.learning_rate.decay_steps = max(1, planned * steps_per_epoch - warm)
-            model.train_function = None  # retrace with the new schedule length
-            print(f"{run}: {per_epoch:.1f} s first epoch -> {planned} planned epochs", flush=True)
+            if planned != recipe["max_epochs"]:
+                model.optimizer.learning_rate.decay_steps = max(1, planned * steps_per_epoch - warm)
+                model.train_function = None  # retrace with the new schedule length
+            print(f"{run}: first epoch {time.time() - t0:.1f} s, {per_epoch:.1f} s without compilation -> {planned} planned epochs", flush=True)
         work.mkdir(parents=True, exist_ok=True)
         atomic_save(work / "model.keras", model.save)
-        atomic_write_json(work / "state.json", {"history": history, "planned": planned})
+        atomic_write_json(work / "state.json", {"history": history, "planned": planned, "resumed_after": resumed_after})
     test_loss, test_acc = model.evaluate(x_test, y_test, batch_size=1000, verbose=0)
     backend = keras.backend.backend()
     if backend == "jax":
@@ -216,7 +254,7 @@ def train_one(spec, data_path, out, budget, seed, overrides=None):
         "recipe": {**recipe, "planned_epochs": planned, "validation": f"last {held_out} training images (not fitted)",
                    "fit_examples": len(x_fit), "loss": "sparse_categorical_crossentropy"},
         "lr_source": "recipe",
-        "epochs_run": len(history), "complete": len(history) == planned, "stopped_on_nan": False, "seed": seed,
+        "epochs_run": len(history), "complete": len(history) == planned, "resumed_after_epochs": resumed_after, "stopped_on_nan": False, "seed": seed,
         "params": int(model.count_params()), "test_accuracy": float(test_acc), "test_loss": float(test_loss),
         "val_accuracy": float(history[-1]["val_accuracy"]), "train_seconds": round(sum(r["seconds"] for r in history), 1),
         "data": {"sha256": str(d["sha256"]), "train_examples": len(x_fit), "test_examples": len(x_test), "subset": len(x_all) < 60000},
