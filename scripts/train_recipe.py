@@ -230,12 +230,13 @@ def train_one(spec, data_path, out, budget, seed, overrides=None):
         history.append(row)
         print(f"{run} epoch {epoch + 1}/{planned} {json.dumps(row)}", flush=True)
         if epoch == 0 and not (work / "state.json").is_file():  # plan the schedule to complete within the budget
-            per_epoch = steady_epoch_seconds(time.time() - t0, timer.train, timer.test)
+            first_epoch = time.time() - t0
+            per_epoch = steady_epoch_seconds(first_epoch, timer.train, timer.test)
             planned = max(1, min(recipe["max_epochs"], 1 + int((budget - (time.time() - start_wall)) / (per_epoch * 1.1))))
             if planned != recipe["max_epochs"]:
                 model.optimizer.learning_rate.decay_steps = max(1, planned * steps_per_epoch - warm)
                 model.train_function = None  # retrace with the new schedule length
-            print(f"{run}: first epoch {time.time() - t0:.1f} s, {per_epoch:.1f} s without compilation -> {planned} planned epochs", flush=True)
+            print(f"{run}: first epoch {first_epoch:.1f} s, {per_epoch:.1f} s without compilation -> {planned} planned epochs", flush=True)
         work.mkdir(parents=True, exist_ok=True)
         atomic_save(work / "model.keras", model.save)
         atomic_write_json(work / "state.json", {"history": history, "planned": planned, "resumed_after": resumed_after})
