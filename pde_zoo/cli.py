@@ -9,8 +9,6 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from pde_zoo.threads import add_threads_argument  # noqa: E402
 CLAIMED_EXIT = 3  # `pde-zoo train --claim`: another live process holds the run directory
-# `pde-zoo train` flags passed to the model's builder when given (an option the model lacks is an error).
-MODEL_OPTIONS = ("channels", "method", "rtol", "atol", "step_size", "adjoint")
 
 
 def _cmd_list(args):
@@ -19,7 +17,19 @@ def _cmd_list(args):
     from pde_zoo.registry import run_name
 
     if args.pretrained:
-        print("\n".join(list_pretrained()))
+        from pde_zoo import pretrained_config
+
+        print(f"{'name':22s} {'test acc':>8s} {'val acc':>8s} {'epochs':>6s}  recipe      options")
+        for name in list_pretrained():
+            try:
+                cfg = pretrained_config(name)
+            except (ValueError, OSError) as err:  # not on this machine and not downloadable: say so, list the rest
+                print(f"{name:22s} unavailable: {str(err).splitlines()[0]}")
+                continue
+            m = cfg["metrics"]
+            val = f"{100 * m['val_accuracy']:.2f}%" if m["val_accuracy"] is not None else "–"
+            options = ", ".join(f"{k}={v}" for k, v in cfg["options"].items()) or "–"
+            print(f"{name:22s} {100 * m['test_accuracy']:7.2f}% {val:>8s} {m['epochs_run']:6d}  {cfg['recipe_name']:11s} {options}")
         return
     for name in list_models(args.pattern):
         spec = get_spec(name)
@@ -38,10 +48,44 @@ def _cmd_data(args):
     print(f"source: {data.find_idx_dir(args.data_dir, download=False) or 'TFDS mnist'}")
 
 
-def _cmd_train(args):
-    from pde_zoo import training
+def parse_options(items):
+    """["channels=32", "stable=true", "method=rk4"] -> builder options; a value is JSON (32, true,
+    [1, 2]) or else a plain string. ValueError for an item without "="."""
+    options = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--option takes KEY=VALUE, e.g. --option channels=32. Received: {item!r}")
+        try:
+            options[key] = json.loads(text)
+        except json.JSONDecodeError:
+            options[key] = text
+    return options
 
-    options = {key: getattr(args, key) for key in MODEL_OPTIONS if getattr(args, key) is not None}
+
+def _cmd_train(args):
+    from pde_zoo import recipes, training
+    from pde_zoo.registry import get_spec
+
+    sets = recipes.parse_sets(args.set)
+    for key, flag in (("epochs", "epochs"), ("learning_rate", "lr"), ("seed", "seed"), ("batch_size", "batch_size"),
+                      ("train_examples", "train_limit"), ("test_examples", "test_limit")):
+        if getattr(args, flag) is not None:
+            sets[key] = getattr(args, flag)
+    options = parse_options(args.option)
+    if args.from_card:
+        if args.name or args.depth is not None or args.recipe or args.data:
+            raise ValueError("--from-card runs what the card says: give no model name, --depth, --recipe or --data (use --set / --option to change a value).")
+    else:
+        if not args.name:
+            raise ValueError("pde-zoo train needs a model name (pde-zoo list) or --from-card NAME_OR_PATH.")
+        spec = get_spec(args.name)
+        unknown = sorted(set(options) - set(spec.options))
+        if unknown:
+            raise ValueError(f"Unknown --option {unknown} for model {args.name!r}. Valid options: {', '.join(sorted(spec.options))}.")
+        recipes.resolve(args.name, args.recipe, sets)  # a bad recipe or value fails before anything runs
+    common = dict(out=args.out, overwrite=args.overwrite, budget=args.budget, verbose=1 if sys.stdout.isatty() or args.progress else 2,
+                  threads=args.threads, strategy=args.strategy, devices=args.devices, data_dir=args.data_dir)
     with contextlib.ExitStack() as stack:
         if args.claim:
             from pde_zoo import sweep
@@ -55,27 +99,27 @@ def _cmd_train(args):
             except sweep.ClaimedError as err:
                 print(f"skipped: {err}")
                 sys.exit(CLAIMED_EXIT)
-        card = training.train(
-            args.name, args.depth, epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-            seed=args.seed, out=args.out, data_dir=args.data_dir, train_limit=args.train_limit,
-            test_limit=args.test_limit, overwrite=args.overwrite, verbose=1 if sys.stdout.isatty() or args.progress else 2,
-            lr_source=args.lr_source, threads=args.threads, strategy=args.strategy, devices=args.devices, **options,
-        )
-    print(json.dumps({k: card[k] for k in ("model", "epochs_run", "test_accuracy", "train_seconds", "process_id") if k in card}))
+        if args.from_card:
+            card = training.train_from_card(args.from_card, sets=sets, options=options, **common)
+        else:
+            card = training.train(args.name, args.depth, args.recipe, data=args.data, **common, **sets, **options)
+    print(json.dumps({k: card[k] for k in ("model", "epochs_run", "test_accuracy", "val_accuracy", "train_seconds", "process_id") if k in card}))
 
 
 def _cmd_eval(args):
-    from pde_zoo import load, training
+    from pde_zoo import evaluate, load
 
-    loss, acc = training.evaluate(load(args.spec, compile=False), args.data_dir, args.limit)
+    loss, acc = evaluate(load(args.spec, compile=False), args.data, args.limit, args.data_dir)
     print(json.dumps({"model": args.spec, "test_accuracy": acc, "test_loss": round(loss, 6), "examples": args.limit or 10000}))
 
 
 def _cmd_export(args):
-    from pde_zoo import load, training
+    from pde_zoo import load
+    from pde_zoo.inference import export_saved_model
 
-    training.export_saved_model(load(args.spec, compile=False), args.out)
-    print(f"SavedModel written to {args.out} (endpoint 'serve': float32 (N, 28, 28, 1) -> (N, 10))")
+    model = load(args.spec, compile=False)
+    export_saved_model(model, args.out)
+    print(f"SavedModel written to {args.out} (endpoint 'serve': float32 (N, {', '.join(map(str, model.input_shape[1:]))}) -> (N, {model.output_shape[-1]}))")
 
 
 def _cmd_results(args):
@@ -199,32 +243,30 @@ def make_parser():
     _add_data_dir(p)
     p.set_defaults(func=_cmd_data)
 
-    from pde_zoo.models.thesis import THESIS_RECIPE
-
-    p = sub.add_parser("train", help="train a model with the thesis recipe (resumable)")
-    p.add_argument("name", help="registry name (pde-zoo list)")
+    p = sub.add_parser("train", help="train a model with a recipe (resumable), or run a card again (--from-card)",
+                       description="Train registry model NAME with a recipe (default: the model's own; pde_zoo.recipes) and write "
+                                   "the run directory (model.keras, saved_model/, card.json, history.csv). Resumable.")
+    p.add_argument("name", nargs="?", help="registry name (pde-zoo list)")
     p.add_argument("--depth", type=int, default=None)
-    p.add_argument("--epochs", type=int, default=THESIS_RECIPE["epochs"])
-    p.add_argument("--batch-size", type=int, default=THESIS_RECIPE["batch_size"])
-    p.add_argument("--lr", type=float, default=THESIS_RECIPE["learning_rate"], help="Adam learning rate")
-    p.add_argument("--lr-source", default="fixed", help=argparse.SUPPRESS)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--channels", type=int, default=None, help="feature channels of the blocks (default 1)")
-    solver = p.add_argument_group("continuous-depth models (pde1ode, pde2ode, odenet): the ODE solver")
-    solver.add_argument("--method", default=None, help="pde_zoo.ode.METHODS: euler, midpoint, rk4, dopri5 (default dopri5)")
-    solver.add_argument("--rtol", type=float, default=None, help="dopri5 relative tolerance (default 1e-3)")
-    solver.add_argument("--atol", type=float, default=None, help="dopri5 absolute tolerance (default 1e-3)")
-    solver.add_argument("--step-size", type=float, default=None, help="step of a fixed method (euler, midpoint, rk4)")
-    solver.add_argument("--adjoint", action=argparse.BooleanOptionalAction, default=None,
-                        help="gradients by the adjoint method (default) or through the solver (--no-adjoint)")
+    p.add_argument("--recipe", default=None, help="named recipe: thesis, pdenet, convresnet, odenet, pde1ode, pde2ode (default: the model's own, else thesis)")
+    p.add_argument("--set", action="append", metavar="KEY=NUMBER", help="override a recipe value, e.g. --set epochs=3 --set learning_rate=2e-3 (repeatable)")
+    p.add_argument("--option", action="append", metavar="KEY=VALUE", help="builder option, e.g. --option channels=32 --option stable=true (JSON values; repeatable)")
+    p.add_argument("--data", default=None, help="data source: mnist (default), an IDX directory, an .npz, a folder of class folders, or a TFDS name")
+    p.add_argument("--from-card", default=None, metavar="NAME_OR_PATH", help="run again what a card records (pretrained name, run directory or card.json)")
+    p.add_argument("--budget", type=float, default=None, help="seconds: plan the epochs to fit (decision written into the card; a rerun uses it)")
+    shorthand = p.add_argument_group("shorthands for --set")
+    shorthand.add_argument("--epochs", type=int, default=None, help="--set epochs=N")
+    shorthand.add_argument("--lr", type=float, default=None, help="--set learning_rate=X")
+    shorthand.add_argument("--seed", type=int, default=None, help="--set seed=N")
+    shorthand.add_argument("--batch-size", type=int, default=None, help="--set batch_size=N")
+    shorthand.add_argument("--train-limit", type=int, default=None, help="--set train_examples=N (fit on the first N training images)")
+    shorthand.add_argument("--test-limit", type=int, default=None, help="--set test_examples=N (score the first N test images)")
     p.add_argument("--out", default=None, help="run directory (default runs/NAME-DEPTH)")
-    p.add_argument("--train-limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--test-limit", type=int, default=None, help="use only the first N test images")
     p.add_argument("--overwrite", action="store_true", help="retrain even if the run directory is finished")
     p.add_argument("--progress", action="store_true", help="Keras progress bar even when not on a terminal")
     p.add_argument("--strategy", choices=["none", "mirrored", "multihost"], default="none",
                    help="mirrored: all GPUs (or --devices logical CPUs) of this host, tf.distribute; multihost: "
-                        "keras.distribution on JAX over processes set up by environment variables (README 'Beyond one machine')")
+                        "keras.distribution on JAX over processes set up by environment variables (docs: beyond one machine)")
     p.add_argument("--devices", type=int, default=None, help="mirrored: replicas (first N GPUs; without GPUs the CPU split into N devices)")
     p.add_argument("--claim", action="store_true",
                    help=f"claim --out atomically first (the sweep's runners); exit status {CLAIMED_EXIT} when another live process holds it")
@@ -235,6 +277,7 @@ def make_parser():
     p = sub.add_parser("eval", help="test accuracy of a model (pretrained name, .keras, run dir or SavedModel)")
     p.add_argument("spec")
     p.add_argument("--limit", type=int, default=None, help="only the first N test images")
+    p.add_argument("--data", default=None, help="data source (as pde-zoo train --data; default mnist)")
     _add_data_dir(p)
     p.set_defaults(func=_cmd_eval)
 

@@ -264,3 +264,24 @@ def validate_images(images, input_shape=(28, 28, 1)):
     if images.size and (images.min() < 0.0 or images.max() > 1.0):
         raise ValueError(f"images must lie in [0, 1]. Received: range [{images.min()}, {images.max()}]; divide 0-255 pixels by 255.")
     return images
+
+
+def random_shift(images, shift, seed):
+    """Each image of a batch translated by its own random (dy, dx) in [-shift, shift]², zeros
+    shifted in (the "shift" augmentation of `pde_zoo.recipes`), as TensorFlow ops.
+
+    Args:
+        images: float tensor (B, H, W, C).
+        shift: maximum shift in pixels (a Python int; 0 returns `images`).
+        seed: stateless seed, int tensor of shape (2,): the same seed, the same shifts.
+    """
+    import tensorflow as tf
+
+    if not shift:
+        return images
+    height, width = images.shape[1], images.shape[2]
+    padded = tf.pad(images, [[0, 0], [shift, shift], [shift, shift], [0, 0]])
+    offsets = tf.random.stateless_uniform([tf.shape(images)[0], 2], seed=seed, minval=0, maxval=2 * shift + 1, dtype=tf.int32)
+    rows = offsets[:, :1] + tf.range(height)[None, :]  # (B, H): padded rows read by each output row
+    cols = offsets[:, 1:] + tf.range(width)[None, :]
+    return tf.gather(tf.gather(padded, rows, axis=1, batch_dims=1), cols, axis=2, batch_dims=1)

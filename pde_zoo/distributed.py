@@ -150,9 +150,10 @@ class Distribution:
         """Build and compile the model inside this (`strategy.scope()` for mirrored)."""
         return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
 
-    def train_dataset(self, images, labels, batch_size, seed):
+    def train_dataset(self, images, labels, batch_size, seed, shift=0):
         """The shuffled training batches (`batch_size` is the global batch), in an order fixed by
-        (seed, epoch) alone (`epoch_batches`); pass `self.callbacks(...)` to `fit`.
+        (seed, epoch) alone, each image shifted by up to `shift` pixels (`epoch_batches`); pass
+        `self.callbacks(...)` to `fit`.
 
         multihost: every batch full (the last partial batch of each epoch, a different random
         remainder each epoch, is dropped), so each process reads an equal share.
@@ -165,7 +166,7 @@ class Distribution:
         if drop and len(images) < batch_size:
             raise ValueError(f"multihost: fewer training images ({len(images)}) than one global batch ({batch_size}).")
         self._epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_epoch")
-        return self._prepare(epoch_batches(images, labels, batch_size, seed, self._epoch, drop_remainder=drop))
+        return self._prepare(epoch_batches(images, labels, batch_size, seed, self._epoch, drop_remainder=drop, shift=shift))
 
     def eval_dataset(self, images, labels):
         """The test batches for per-epoch validation (multihost: equal, full batches per process)."""
@@ -302,27 +303,37 @@ def _without_distribution():
         keras.distribution.set_distribution(previous)
 
 
-def epoch_batches(images, labels, batch_size, seed, epoch, drop_remainder=False):
+def epoch_batches(images, labels, batch_size, seed, epoch, drop_remainder=False, shift=0):
     """tf.data batches of (float32 images in [0, 1], labels), shuffled by permutation
-    (seed, epoch) of the examples, `epoch` a tf.Variable read when each pass starts.
+    (seed, epoch) of the examples, `epoch` a tf.Variable read when each pass starts; with
+    `shift`, batch k of an epoch is translated by `pde_zoo.data.random_shift` with the
+    stateless seed (seed, epoch·2²⁰ + k).
 
     A seeded `shuffle(reshuffle_each_iteration=True)` gives pass k the k-th permutation of
     its seed, and Keras opens a different number of passes before the first epoch on one
     device and under MirroredStrategy (measured: other batches, another loss curve), as does
-    a run resumed at a later epoch. Here the order is a function of the epoch alone.
+    a run resumed at a later epoch. Here the order (and the shifts) are a function of the
+    epoch alone.
     """
     import tensorflow as tf
 
+    from pde_zoo.data import random_shift
+
     count = len(images)
     images, labels = tf.convert_to_tensor(images), tf.convert_to_tensor(labels)
+    epoch_seed = tf.data.Dataset.range(1).map(lambda _: tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]))
 
-    def permutation(_):
-        keys = tf.random.stateless_uniform([count], seed=tf.stack([tf.constant(seed, tf.int64), epoch.read_value()]))
-        return tf.data.Dataset.from_tensor_slices(tf.argsort(keys))
+    def permutation(pass_seed):
+        keys = tf.random.stateless_uniform([count], seed=pass_seed)
+        order = tf.data.Dataset.from_tensor_slices(tf.argsort(keys)).batch(batch_size, drop_remainder=drop_remainder)
+        return order.enumerate().map(lambda k, index: (index, tf.stack([pass_seed[0], pass_seed[1] * (1 << 20) + k])))
+
+    def gather(index, batch_seed):
+        batch = tf.cast(tf.gather(images, index), tf.float32) / 255.0
+        return random_shift(batch, shift, batch_seed), tf.gather(labels, index)
 
     steps = count // batch_size if drop_remainder else -(-count // batch_size)
-    ds = tf.data.Dataset.range(1).flat_map(permutation).batch(batch_size, drop_remainder=drop_remainder)
-    ds = ds.map(lambda index: (tf.cast(tf.gather(images, index), tf.float32) / 255.0, tf.gather(labels, index)), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = epoch_seed.flat_map(permutation).map(gather, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.apply(tf.data.experimental.assert_cardinality(steps)).prefetch(tf.data.AUTOTUNE)
 
 

@@ -1,13 +1,18 @@
 """history.csv, the per-epoch record of a run directory: read by figures, results and resumed
-runs, written by `training.HistoryCSV` (and the JAX trainer) through `write_history`."""
+runs, written by `training.EpochRecord` through `write_history`.
+
+One schema for every run (`HISTORY_FIELDS`); a value not measured is empty: `val_*` without a
+validation split, `test_*` when the test set is not scored every epoch (only the thesis recipe,
+which has no validation split, scores it), the NFE columns for models without ODE blocks.
+`learning_rate` is the rate of the epoch's last optimizer step."""
 
 import csv
 from pathlib import Path
 
 from pde_zoo.io_utils import atomic_write_text
 
-HISTORY_FIELDS = ["epoch", "loss", "accuracy", "test_loss", "test_accuracy", "seconds"]
-SOLVER_FIELDS = ["nfe_forward", "nfe_backward"]  # history.csv columns of models with ODE blocks
+SOLVER_FIELDS = ["nfe_forward", "nfe_backward"]  # NFE of the ODE blocks on a probe batch
+HISTORY_FIELDS = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "test_loss", "test_accuracy", "learning_rate", "seconds", *SOLVER_FIELDS]
 
 
 def read_history(path):
@@ -18,12 +23,12 @@ def read_history(path):
         return list(csv.DictReader(f))
 
 
-def write_history(path, rows, fields=None):
-    """Write `rows` (dicts) to `path` atomically, one line per row; a missing value is empty.
-
-    `fields` defaults to `HISTORY_FIELDS` plus the `SOLVER_FIELDS` the last row has.
-    """
-    if fields is None:
-        fields = HISTORY_FIELDS + [k for k in SOLVER_FIELDS if rows and k in rows[-1]]
-    lines = [",".join(fields)] + [",".join(str(r.get(k, "")) for k in fields) for r in rows]
+def write_history(path, rows):
+    """Write `rows` (dicts) to `path` atomically in the columns `HISTORY_FIELDS`, one line per
+    row; a missing value is empty. ValueError for a key outside the schema."""
+    fields = HISTORY_FIELDS
+    extra = sorted({k for r in rows for k in r} - set(fields))
+    if extra:
+        raise ValueError(f"history.csv has the columns {fields}; not {extra}.")
+    lines = [",".join(fields)] + [",".join("" if r.get(k) is None else str(r[k]) for k in fields) for r in rows]
     atomic_write_text(path, "\n".join(lines) + "\n")

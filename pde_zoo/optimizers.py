@@ -65,3 +65,38 @@ class Adam(keras.optimizers.Adam):
         self.assign_add(m, ops.multiply(ops.subtract(gradient, m), 1 - beta_1))
         self.assign_add(v, ops.multiply(ops.subtract(ops.square(gradient), v), 1 - beta_2))
         self.assign_sub(variable, ops.divide(ops.multiply(m, alpha), ops.add(ops.sqrt(v), epsilon)))
+
+
+def learning_rate_schedule(recipe, steps_per_epoch):
+    """The learning rate of `recipe` (a `pde_zoo.recipes.Recipe`) per optimizer step.
+
+    "constant": the float `recipe.learning_rate`. "cosine": with W = warmup_epochs·S warm-up
+    steps and T = (schedule_epochs or epochs)·S steps in all (S = `steps_per_epoch`),
+
+        lr(k) = peak · k / W                                      for k < W,
+        lr(k) = peak · ½ (1 + cos(π · min(1, (k − W) / (T − W − 1))))   for k ≥ W,
+
+    so the schedule reaches exactly 0 at the last step k = T − 1 of a run that completes it
+    (`keras.optimizers.schedules.CosineDecay`, built from the epochs the run will train).
+    """
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    warm = recipe.warmup_epochs * steps_per_epoch
+    total = (recipe.schedule_epochs or recipe.epochs) * steps_per_epoch
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warm else recipe.learning_rate, decay_steps=max(1, total - warm - 1),
+        warmup_target=recipe.learning_rate if warm else None, warmup_steps=warm,
+    )
+
+
+def compile_model(model, learning_rate=None, *, recipe=None, steps_per_epoch=1):
+    """Compile `model` for `recipe` (default the thesis recipe): `Adam` with the recipe's
+    learning-rate schedule (`learning_rate_schedule`), sparse categorical cross-entropy, accuracy.
+    `learning_rate` replaces the recipe's peak learning rate. Returns the model."""
+    from pde_zoo.recipes import RECIPES
+
+    recipe = recipe or RECIPES["thesis"]
+    if learning_rate is not None:
+        recipe = recipe.replace(learning_rate=learning_rate)
+    model.compile(optimizer=Adam(learning_rate_schedule(recipe, steps_per_epoch)), loss=recipe.loss, metrics=["accuracy"])
+    return model

@@ -75,16 +75,10 @@ def model_files(model_dir):
 
 def build_manifest(models_dir=None):
     """The manifest of every model directory under `models_dir` (default the checkout's saved_models/)."""
-    from pde_zoo.data import sha256_file
-
     models_dir = Path(models_dir or CHECKOUT_MODELS)
     if not models_dir.is_dir():
         raise FileNotFoundError(f"{models_dir} is not a directory; the manifest is generated from a source checkout's saved_models/.")
-    models = {}
-    for model_dir in sorted(p for p in models_dir.iterdir() if is_model_dir(p)):
-        models[model_dir.name] = {
-            "files": {rel: {"sha256": sha256_file(model_dir / rel), "size": (model_dir / rel).stat().st_size} for rel in model_files(model_dir)}
-        }
+    models = {model_dir.name: {"files": build_manifest_entry(model_dir)} for model_dir in sorted(p for p in models_dir.iterdir() if is_model_dir(p))}
     return {"_generated": f"by `{MANIFEST_COMMAND}` from saved_models/; do not edit", "models": models}
 
 
@@ -159,10 +153,12 @@ def resolve(name, download=True):
         ChecksumMismatchError: a downloaded file differs from the manifest (nothing is cached).
         DownloadError: a file could not be downloaded (nothing is cached).
     """
+    entry = read_manifest()["models"].get(name)
     for _, directory in _local_dirs():
         if is_model_dir(directory / name):
+            if entry is not None and directory == CHECKOUT_MODELS:
+                verify_files(directory / name, entry)
             return directory / name
-    entry = read_manifest()["models"].get(name)
     cached = cache_models_dir() / name
     if entry is None:
         raise PretrainedNotFoundError(f"Unknown model {name!r}: not a file or directory, and not a pretrained name. " + _where_we_looked())
@@ -177,6 +173,58 @@ def resolve(name, download=True):
             f"directory holding {name}/. " + _where_we_looked()
         )
     return _download(name, entry, url, cache_models_dir())
+
+
+_VERIFIED = {}  # model directory -> the (path, size, mtime) of its files when they last matched
+
+
+def verify_files(model_dir, entry):
+    """Check every file of a shipped model directory against its manifest `entry` (sha256);
+    ChecksumMismatchError naming the first file that differs or is missing."""
+    from pde_zoo.data import sha256_file
+
+    model_dir = Path(model_dir)
+    stamp = [(rel, *((model_dir / rel).stat()[6:9:2] if (model_dir / rel).is_file() else ())) for rel in sorted(entry["files"])]
+    if _VERIFIED.get(model_dir) == stamp:
+        return
+    for rel, info in sorted(entry["files"].items()):
+        path = model_dir / rel
+        if not path.is_file() or sha256_file(path) != info["sha256"]:
+            raise ChecksumMismatchError(
+                f"{path} {'is missing' if not path.is_file() else 'does not match its sha256 in ' + str(MANIFEST_PATH)}: the pretrained "
+                f"model {model_dir.name} is refused. Restore it (git checkout -- {model_dir}), or, if you retrained it on purpose, "
+                f"regenerate the manifest with `{MANIFEST_COMMAND}`."
+            )
+    _VERIFIED[model_dir] = stamp
+
+
+def pretrained_config(name):
+    """The preset of pretrained model `name`: what it is and how it was made.
+
+    Returns a dict with `model` (registry name), `depth`, `options`, `recipe_name`, `recipe`,
+    `data`, `files` ({path: {sha256, size}}), `metrics` (test / validation accuracy, epochs,
+    params) and `card` (the whole card). `pde_zoo.build(cfg["model"], depth=cfg["depth"],
+    **cfg["options"])` builds the architecture `pde_zoo.load(name)` loads.
+    """
+    from pde_zoo.cards import read_card
+
+    directory = resolve(name)
+    card = read_card(directory / "card.json")
+    entry = read_manifest()["models"].get(name)
+    files = entry["files"] if entry else build_manifest_entry(directory)
+    metrics = {k: card[k] for k in ("test_accuracy", "test_loss", "val_accuracy", "epochs_run", "params", "nfe_forward", "nfe_backward")}
+    return {
+        "name": name, "model": card["name"], "depth": card["depth"], "options": card["options"], "recipe_name": card["recipe_name"],
+        "recipe": card["recipe"], "data": card["data"], "files": files, "metrics": metrics, "card": card,
+    }
+
+
+def build_manifest_entry(model_dir):
+    """{relative path: {sha256, size}} of the files of a model directory."""
+    from pde_zoo.data import sha256_file
+
+    model_dir = Path(model_dir)
+    return {rel: {"sha256": sha256_file(model_dir / rel), "size": (model_dir / rel).stat().st_size} for rel in model_files(model_dir)}
 
 
 def _where_we_looked():

@@ -35,7 +35,8 @@ import keras_tuner as kt
 
 from pde_zoo import data as data_lib
 from pde_zoo.io_utils import atomic_write_json
-from pde_zoo.models.thesis import THESIS_RECIPE, compile_model
+from pde_zoo.optimizers import compile_model
+from pde_zoo.recipes import RECIPES
 from pde_zoo.registry import build, get_spec, run_name, validate_depth
 
 LR_RANGE = (1e-4, 1e-1)
@@ -105,7 +106,7 @@ def tuned_path(name, depth, models_dir="saved_models"):
     return Path(models_dir) / "tuning" / f"{run_name(name, depth)}.json"
 
 
-def tune(name, depth, *, max_epochs=4, factor=3, batch_size=THESIS_RECIPE["batch_size"], train_limit=10000, val_limit=5000, seed=0, directory="runs/tuner", overwrite=False, models_dir="saved_models", data_dir=None, verbose=0):
+def tune(name, depth, *, max_epochs=4, factor=3, batch_size=RECIPES["thesis"].batch_size, train_limit=10000, val_limit=5000, seed=0, directory="runs/tuner", overwrite=False, models_dir="saved_models", data_dir=None, verbose=0):
     """Hyperband search of the learning rate; returns (and, single or chief, writes) the result.
 
     Args:

@@ -5,12 +5,8 @@ thesis classifier ("3 linear layers + softmax"): Flatten -> Dense 128 relu -> De
 import keras
 
 from pde_zoo.layers import PDE1Block, PDE2Block, ResidualConvBlock, StencilStack
-from pde_zoo.optimizers import Adam
 from pde_zoo.registry import register_model, run_name, validate_depth
 
-# The thesis recipe (Adam 1e-3, sparse categorical cross-entropy, batch 128, 50 epochs):
-# `compile_model`, `pde_zoo.training.train` and the `pde-zoo train` defaults read it.
-THESIS_RECIPE = {"optimizer": "adam", "learning_rate": 1e-3, "loss": "sparse_categorical_crossentropy", "batch_size": 128, "epochs": 50}
 # The defaults of the thesis network's options, for every builder that takes them.
 CHANNELS = 1  # feature channels of the blocks (the thesis uses one)
 NUM_CLASSES = 10
@@ -91,14 +87,3 @@ def mlp(depth, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, head_units=HEAD
     if depth != 0:
         raise ValueError(f"mlp is the head alone; depth 0 is its only valid depth. Received: depth={depth}")
     return thesis_model(None, 0, name=run_name("mlp", 0), num_classes=num_classes, input_shape=input_shape, head_units=head_units)
-
-
-def compile_model(model, learning_rate=THESIS_RECIPE["learning_rate"]):
-    """Compile with the thesis recipe (`THESIS_RECIPE`): Adam(learning_rate), its loss (sparse
-    categorical cross-entropy), accuracy.
-
-    The optimizer is `pde_zoo.optimizers.Adam`: Keras's Adam with the per-step scalars
-    computed once per step (same numbers, faster with many scalar weights).
-    """
-    model.compile(optimizer=Adam(learning_rate), loss=THESIS_RECIPE["loss"], metrics=["accuracy"])
-    return model
