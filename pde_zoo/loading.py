@@ -1,6 +1,5 @@
 """`pde_zoo.load(spec)`: a pretrained name ("pde2-50"), a `.keras` file, a run directory or a SavedModel."""
 
-import json
 import re
 import zipfile
 import zlib
@@ -8,13 +7,9 @@ from pathlib import Path
 
 import keras
 
+from pde_zoo.cards import card_path, read_card
 from pde_zoo.pretrained import list_pretrained
 from pde_zoo.pretrained import resolve as _pretrained_path
-
-
-def pretrained_card(name):
-    """The card.json of a pretrained model, as a dict."""
-    return json.loads((_pretrained_path(name) / "card.json").read_text())
 
 
 def spec_name(spec):
@@ -29,18 +24,14 @@ def spec_name(spec):
 
 
 def spec_card(spec):
-    """card.json of a pretrained name, a run directory or a .keras file beside one, as a dict;
-    None when there is none."""
+    """The card (`pde_zoo.cards.read_card`) of a pretrained name, a run directory or a .keras
+    file beside one; None when there is none."""
     path = Path(str(spec))
-    if path.is_dir():
-        candidate = path / "card.json"
-    elif path.is_file():
-        candidate = path.parent / "card.json"
-    elif str(spec) in list_pretrained():
-        return pretrained_card(str(spec))
-    else:
+    if path.exists() and not card_path(path).is_file():
         return None
-    return json.loads(candidate.read_text()) if candidate.is_file() else None
+    if not path.exists() and str(spec) not in list_pretrained():
+        return None
+    return read_card(spec)
 
 
 def load_with_card(model_or_spec, compile=False):

@@ -1,16 +1,18 @@
 """Results tables generated from the model cards (never typed): saved_models/results.csv and
-the README's results table, with the thesis numbers (docs/conventions.md) beside ours."""
+the generated tables of the README and docs, with the thesis numbers (docs/conventions.md)
+beside ours."""
 
 import csv
 import io
 import json
 from pathlib import Path
 
+from pde_zoo.cards import read_card
 from pde_zoo.io_utils import atomic_write_text
 
 RESULT_FIELDS = [
-    "model", "depth", "params", "epochs", "test_acc", "best_test_acc", "train_seconds", "seed", "lr", "source",
-    "recipe", "val_acc", "nfe_forward", "nfe_backward", "device",
+    "name", "model", "depth", "params", "epochs", "test_acc", "best_test_acc", "val_acc", "train_seconds", "seed", "lr",
+    "recipe", "nfe_forward", "nfe_backward", "device",
 ]
 
 # Thesis test accuracy after 50 epochs (Table 4.1; Table 4.2 where it differs, for c_ResNet).
@@ -22,37 +24,33 @@ THESIS = {
 
 
 def collect(models_dir):
-    """One row per finished run directory (with card.json) under `models_dir`, sorted by name, depth.
-
-    `recipe` is "thesis" for the thesis recipe (`pde-zoo train`: fixed Adam learning rate,
-    test accuracy every epoch) and "own" for a model's own recipe (`scripts/train_recipe.py`:
-    schedule, augmentation, a validation split; the test set scored once, at the end).
-    """
+    """One row per finished run directory (with card.json) under `models_dir`, sorted by model,
+    depth, preset name: `name` is the preset (the directory, e.g. pde2-50.tuned-lr), `recipe`
+    the card's recipe name (`pde_zoo.recipes`)."""
     rows = []
     for card_path in sorted(Path(models_dir).glob("*/card.json")):
-        card = json.loads(card_path.read_text())
-        recipe = card["recipe"]
-        best = card.get("best_test_accuracy")
+        card = read_card(card_path)
+        best, val = card["best_test_accuracy"], card["val_accuracy"]
         rows.append(
             {
+                "name": card_path.parent.name,
                 "model": card["name"],
                 "depth": card["depth"],
                 "params": card["params"],
                 "epochs": card["epochs_run"],
                 "test_acc": round(card["test_accuracy"], 4),
                 "best_test_acc": None if best is None else round(best, 4),
+                "val_acc": None if val is None else round(val, 4),
                 "train_seconds": card["train_seconds"],
-                "seed": card["seed"],
-                "lr": recipe.get("learning_rate", recipe.get("peak_learning_rate")),
-                "source": f"{card_path.parent.name}/card.json ({card['lr_source']} lr)",
-                "recipe": "thesis" if "learning_rate" in recipe else "own",
-                "val_acc": None if card.get("val_accuracy") is None else round(card["val_accuracy"], 4),
-                "nfe_forward": card.get("nfe_forward"),
-                "nfe_backward": card.get("nfe_backward"),
-                "device": card.get("machine", {}).get("device", f"{card.get('machine', {}).get('cpus', '?')}-core CPU"),
+                "seed": card["recipe"]["seed"],
+                "lr": card["recipe"]["learning_rate"],
+                "recipe": card["recipe_name"],
+                "nfe_forward": card["nfe_forward"],
+                "nfe_backward": card["nfe_backward"],
+                "device": card["device"]["kind"],
             }
         )
-    return sorted(rows, key=lambda r: (r["model"], r["depth"]))
+    return sorted(rows, key=lambda r: (r["model"], r["depth"], r["name"]))
 
 
 def write_results_csv(models_dir):
@@ -72,7 +70,7 @@ def markdown_table(rows, recipe_epochs=50):
         "| model | depth | params | epochs | test acc (ours) | best test acc | thesis | train time (s, 2-core CPU) |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for r in (r for r in rows if r["recipe"] == "thesis"):
+    for r in (r for r in rows if r["recipe"] == "thesis" and r["name"] == f"{r['model']}-{r['depth']}"):
         epochs = str(r["epochs"]) if r["epochs"] >= recipe_epochs else f"**{r['epochs']}** (recipe {recipe_epochs})"
         thesis = THESIS.get((r["model"], r["depth"]), "–")
         lines.append(f"| {r['model']} | {r['depth']} | {r['params']:,} | {epochs} | {100 * r['test_acc']:.2f}% | {100 * r['best_test_acc']:.2f}% | {thesis} | {r['train_seconds']:.0f} |")
@@ -80,21 +78,22 @@ def markdown_table(rows, recipe_epochs=50):
 
 
 def own_recipe_table(rows, models_dir):
-    """The README table of the models trained with their own recipe (card `recipe`: schedule,
-    augmentation, validation split, planned vs run epochs), NFE for continuous-depth models."""
+    """The table of the models trained with their own recipe (the card's recipe: schedule,
+    augmentation, validation split; epochs run / the schedule's length), NFE for
+    continuous-depth models."""
     lines = [
-        "| model | depth | options | params | epochs run / planned | recipe | val acc | test acc | NFE fwd / bwd | train s | device |",
+        "| model | depth | options | params | epochs run / schedule | recipe | val acc | test acc | NFE fwd / bwd | train s | device |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in (r for r in rows if r["recipe"] == "own"):
-        card = json.loads((Path(models_dir) / r["source"].split(" ")[0]).read_text())
+    for r in (r for r in rows if r["recipe"] != "thesis"):
+        card = read_card(Path(models_dir) / r["name"])
         recipe = card["recipe"]
-        text = f"Adam {recipe['peak_learning_rate']:g} cosine, shift {recipe['shift']}, batch {recipe['batch_size']}"
+        text = f"{recipe['optimizer'].capitalize()} {recipe['learning_rate']:g} {recipe['schedule']}, shift {recipe['shift']}, batch {recipe['batch_size']}"
         counts = [r["nfe_forward"], r["nfe_backward"]]  # backward: the adjoint's evaluations (none for backprop)
         nfe = "–" if counts == [None, None] else " / ".join("–" if n is None else str(n) for n in counts)
         lines.append(
             f"| {r['model']} | {r['depth']} | {', '.join(f'{k}={v}' for k, v in card['options'].items()) or '–'} | {r['params']:,} | "
-            f"{r['epochs']} / {recipe['planned_epochs']} | {text} | "
+            f"{r['epochs']} / {recipe['schedule_epochs'] or recipe['epochs']} | {text} | "
             f"{100 * r['val_acc']:.2f}% | {100 * r['test_acc']:.2f}% | {nfe} | {r['train_seconds']:.0f} | {r['device']} |"
         )
     return "\n".join(lines) + "\n"
@@ -125,7 +124,7 @@ def update_readme(readme, rows, models_dir=None):
 
 def tuning_table(models_dir):
     """Fixed lr 1e-3 against the KerasTuner lr: one row per `tuning/<model>.json` under `models_dir`,
-    with the test accuracy of `<model>/` (fixed) and `tuned-lr/<model>/` (tuned) where trained."""
+    with the test accuracy of the presets `<model>` (fixed) and `<model>.tuned-lr` (tuned) where trained."""
     root = Path(models_dir)
     lines = [
         "| model | tuned lr (Hyperband) | trials | val acc in search | search s | test acc, lr 1e-3 | test acc, tuned lr | epochs (fixed / tuned) |",
@@ -133,8 +132,8 @@ def tuning_table(models_dir):
     ]
     for path in sorted((root / "tuning").glob("*.json")):
         tuned = json.loads(path.read_text())
-        cards = [root / sub / tuned["model"] / "card.json" for sub in ("", "tuned-lr")]
-        fixed, tuned_card = (json.loads(c.read_text()) if c.is_file() else None for c in cards)
+        presets = [root / (tuned["model"] + tag) for tag in ("", ".tuned-lr")]
+        fixed, tuned_card = (read_card(p) if (p / "card.json").is_file() else None for p in presets)
         acc = lambda card: f"{100 * card['test_accuracy']:.2f}%" if card else "not trained"  # noqa: E731
         epochs = " / ".join(str(card["epochs_run"]) if card else "–" for card in (fixed, tuned_card))
         lines.append(

@@ -118,6 +118,32 @@ class EpochRecord(keras.callbacks.Callback):
         write_history(self.path, self.rows)
 
 
+def probe_batch(images, labels, size=32):
+    """The fixed batch the NFE of ODE blocks are measured on: the first `size` fitted examples."""
+    return np.asarray(images[:size], "float32") / 255, labels[:size]
+
+
+def fit_epochs(model, run, train_ds, monitor_ds, out, *, epochs, monitor, schedule, probe, callbacks=(), verbose=1):
+    """`model.fit` as `train` runs it, on a compiled model: `epochs` epochs over `train_ds`
+    (shuffled and augmented by `run.train_dataset`), `monitor_ds` scored after every epoch
+    (`monitor`: "val" or "test"), and the run's callbacks in this order: `EpochRecord` and
+    TensorBoard (the chief only), TerminateOnNaN, the data epoch and BackupAndRestore
+    (`run.callbacks`), then `callbacks`. Writes history.csv, logs/ and backup/ under `out`.
+    scripts/bench.py times whole epochs of this loop beside its bare `fit` rows.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    fit_callbacks = [
+        *([EpochRecord(out / "history.csv", monitor, schedule, probe), keras.callbacks.TensorBoard(str(out / "logs"))] if run.is_chief else []),
+        keras.callbacks.TerminateOnNaN(),
+        *run.callbacks(out / "backup"),
+        *callbacks,
+    ]
+    with run.guard():  # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset
+        model.fit(train_ds, validation_data=monitor_ds, epochs=epochs, callbacks=fit_callbacks, verbose=verbose, shuffle=False)
+    return model
+
+
 def split(source, recipe):
     """(fit, validation, test) pairs of (images, labels) of `source` under `recipe`: the last
     `recipe.validation` training images held out, the first `train_examples` of the rest
@@ -132,8 +158,9 @@ def split(source, recipe):
     return fit, val, test
 
 
-def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budget, max_epochs):
-    """The budget planner: how many epochs (<= `max_epochs`, >= 1) fit in `budget` seconds.
+def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budget, max_epochs, min_epochs=1):
+    """The budget planner: how many epochs (between `min_epochs` and `max_epochs`) fit in
+    `budget` seconds.
 
     Times `PROBE_STEPS` training and evaluation steps of a throwaway model from `make_model()`
     (so the run itself starts from its seed's weights with its schedule built for the planned
@@ -152,7 +179,7 @@ def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budg
     train_step = median_step(train_ds, probe.train_on_batch)
     eval_step = median_step(eval_ds, probe.test_on_batch) if eval_ds is not None else 0.0
     per_epoch = train_step * steps_per_epoch + eval_step * eval_steps
-    epochs = max(1, min(max_epochs, int(budget / (per_epoch * PLAN_MARGIN))))
+    epochs = max(min_epochs, min(max_epochs, int(budget / (per_epoch * PLAN_MARGIN))))
     return {"budget_seconds": budget, "seconds_per_epoch": round(per_epoch, 2), "epochs": epochs, "recipe_epochs": max_epochs}
 
 
@@ -261,7 +288,8 @@ def train(
         return compile_model(build(name, depth, **options), recipe=for_recipe, steps_per_epoch=steps_per_epoch)
 
     if budget is not None and plan is None:
-        plan = plan_epochs(lambda: make_model(recipe), train_ds, monitor_ds, steps_per_epoch, int(monitor_ds.cardinality()), budget, recipe.epochs)
+        plan = plan_epochs(lambda: make_model(recipe), train_ds, monitor_ds, steps_per_epoch, int(monitor_ds.cardinality()), budget,
+                           recipe.epochs, min_epochs=min(recipe.epochs, recipe.warmup_epochs + 1))
         recipe = recipe.replace(epochs=plan["epochs"])
         set_determinism(recipe.seed)  # the run starts from the seed's state, as without a plan
         print(f"{run_name(name, depth)}: {plan['seconds_per_epoch']:.1f} s per epoch planned -> {plan['epochs']} of {plan['recipe_epochs']} epochs in {budget:.0f} s", flush=True)
@@ -271,16 +299,8 @@ def train(
                                              "recipe": recipe.to_dict(), "plan": plan, "resumed_after_epochs": resumed_after})
     with run.scope():
         model = make_model(recipe)
-    schedule = learning_rate_schedule(recipe, steps_per_epoch)
-    probe = (np.asarray(x_fit[:32], "float32") / 255, y_fit[:32])
-    fit_callbacks = [
-        *([EpochRecord(out / "history.csv", monitor, schedule, probe), keras.callbacks.TensorBoard(str(out / "logs"))] if run.is_chief else []),
-        keras.callbacks.TerminateOnNaN(),
-        *run.callbacks(out / "backup"),
-        *callbacks,
-    ]
-    with run.guard():  # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset
-        model.fit(train_ds, validation_data=monitor_ds, epochs=recipe.epochs, callbacks=fit_callbacks, verbose=verbose, shuffle=False)
+    fit_epochs(model, run, train_ds, monitor_ds, out, epochs=recipe.epochs, monitor=monitor, schedule=learning_rate_schedule(recipe, steps_per_epoch),
+               probe=probe_batch(x_fit, y_fit), callbacks=callbacks, verbose=verbose)
     model = run.local_model(model, lambda: make_model(recipe))
     if not run.is_chief:
         return {"model": run_name(name, depth), "process_id": run.process_id, "distribution": run.describe()}

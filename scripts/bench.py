@@ -41,10 +41,11 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import pde_zoo  # noqa: E402
+from pde_zoo import data as data_lib  # noqa: E402
 from pde_zoo import distributed, training  # noqa: E402
 from pde_zoo.registry import parse_run_name, run_name  # noqa: E402
 from pde_zoo.threads import add_threads_argument  # noqa: E402
-from pde_zoo.training import export_saved_model  # noqa: E402
+from pde_zoo.inference import export_saved_model  # noqa: E402
 
 BATCH, INFER_BATCH, EPOCH_IMAGES = 128, 1024, 60000
 TRAIN_PATH_MODELS = ("mlp", "pde1", "pde2", "resnet")  # the thesis sweep: what `pde-zoo train` / train_all.sh train
@@ -135,8 +136,9 @@ def train_path_data(args):
         run = distributed.setup()  # one single-device `Distribution` per dataset pair, as train() has
         return SimpleNamespace(run=run, train=run.train_dataset(x, y, BATCH, 0), test=run.eval_dataset(xt, yt), probe=training.probe_batch(x, y))
 
-    x, y, digest = training.load_split("train", args.data_dir, args.train_images)
-    xt, yt, _ = training.load_split("test", args.data_dir, args.test_images)
+    x, y, digest = data_lib.load_arrays("train", args.data_dir)
+    xt, yt, _ = data_lib.load_arrays("test", args.data_dir)
+    x, y, xt, yt = x[: args.train_images], y[: args.train_images], xt[: args.test_images], yt[: args.test_images]
     warm_x, warm_t = 2 * BATCH + len(x) % BATCH, distributed.EVAL_BATCH + len(xt) % distributed.EVAL_BATCH
     data = datasets(x, y, xt, yt)
     data.warm = datasets(x[:warm_x], y[:warm_x], xt[:warm_t], yt[:warm_t])
@@ -149,7 +151,8 @@ def time_train_epoch(model, data, out):
     directory `out` (no backup to resume from)."""
     shutil.rmtree(out, ignore_errors=True)
     clock = _EpochClock()
-    training.fit_epochs(model, data.run, data.train, data.test, out, epochs=1, probe=data.probe, callbacks=[clock], verbose=0)
+    training.fit_epochs(model, data.run, data.train, data.test, out, epochs=1, monitor="test", schedule=pde_zoo.recipes.RECIPES["thesis"].learning_rate,
+                        probe=data.probe, callbacks=[clock], verbose=0)
     return clock.seconds
 
 

@@ -4,14 +4,17 @@
 # finished models are skipped, interrupted ones resume from their last finished epoch.
 #
 #   scripts/train_all.sh [--models "pde1 pde2"] [--depths "5 27"] [--epochs 50] [--seed 0]
-#                        [--lr 1e-3|tuned] [--out saved_models] [--jobs 2] [--threads 1]
+#                        [--lr 1e-3|tuned] [--tag TAG] [--out saved_models] [--jobs 2] [--threads 1]
 #                        [--train-limit N] [--test-limit N] [--shard K/N] [--dry-run]
 #
 # --jobs models train at once, each on --threads TensorFlow threads (default: 2 jobs x 1
 # thread, measured fastest on the 2-core machines; see README "Performance").
 #
-# Writes OUT/<name>-<depth>/ (model.keras, saved_model/, card.json, history.csv, train.log)
-# and OUT/results.csv. Runs in order of depth, so an interrupted sweep has its shallow rows.
+# Every run is `pde-zoo train NAME --depth D --recipe thesis` (the one training loop); --lr tuned
+# reads the learning rate KerasTuner found (`pde-zoo tuned-lr`). Writes OUT/<name>-<depth>[.TAG]/
+# (model.keras, saved_model/, card.json, history.csv, train.log) and OUT/results.csv; a TAG names
+# a variant preset (scripts/tune_all.sh: --tag tuned-lr -> saved_models/pde2-50.tuned-lr).
+# Runs in order of depth, so an interrupted sweep has its shallow rows.
 #
 # Several machines: any number of runners may share OUT (a shared filesystem). Each job is
 # claimed atomically by the process that trains it (`pde-zoo train --claim`, OUT/RUN/.claim;
@@ -29,7 +32,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
-MODELS="" DEPTHS="" EPOCHS=50 SEED=0 LR=1e-3 OUT=saved_models JOBS=2 THREADS=1 EXTRA=() SHARD="" DRY_RUN=0
+MODELS="" DEPTHS="" EPOCHS=50 SEED=0 LR=1e-3 TAG="" OUT=saved_models JOBS=2 THREADS=1 EXTRA=() SHARD="" DRY_RUN=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --models) MODELS="$2"; shift 2 ;;
@@ -37,6 +40,7 @@ while [ $# -gt 0 ]; do
     --epochs) EPOCHS="$2"; shift 2 ;;
     --seed) SEED="$2"; shift 2 ;;
     --lr) LR="$2"; shift 2 ;;
+    --tag) TAG="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --jobs) JOBS="$2"; shift 2 ;;
     --threads) THREADS="$2"; shift 2 ;;
@@ -48,18 +52,18 @@ while [ $# -gt 0 ]; do
 done
 
 train_one() {  # name depth
-  local name="$1" depth="$2" run="$1-$2" lr="$LR" source=fixed
+  local name="$1" depth="$2" run="$1-$2${TAG:+.$TAG}" lr="$LR"
   if [ "$LR" = tuned ]; then
-    lr=$(pde-zoo tuned-lr "$name" --depth "$depth") source=tuned
+    lr=$(pde-zoo tuned-lr "$name" --depth "$depth")
   fi
   mkdir -p "$OUT/$run"
   echo "== $(date -u +%H:%M:%S) start $run (lr $lr, $EPOCHS epochs, seed $SEED) -> $OUT/$run/train.log"
   local log status=0
-  log=$(pde-zoo train "$name" --depth "$depth" --epochs "$EPOCHS" --seed "$SEED" --lr "$lr" --lr-source "$source" \
+  log=$(pde-zoo train "$name" --depth "$depth" --recipe thesis --epochs "$EPOCHS" --seed "$SEED" --lr "$lr" \
       --threads "$THREADS" --out "$OUT/$run" --claim "${EXTRA[@]}" 2>&1 | tee -a "$OUT/$run/train.log"; exit "${PIPESTATUS[0]}") || status=$?
   if [ "$status" = 3 ]; then
     echo "== $(date -u +%H:%M:%S) skip  $run: $(grep -m1 '^skipped: ' <<< "$log" | cut -c10-)"
-    touch "$SKIPPED/$run"
+    touch "$SKIPPED/$1-$2"
   elif [ "$status" != 0 ]; then
     echo "== $(date -u +%H:%M:%S) FAILED $run: see $OUT/$run/train.log"
   elif grep -q "is already trained" <<< "$log"; then

@@ -28,4 +28,4 @@ for name in $MODELS; do
     pde-zoo tune "$name" --depth "$DEPTH" --threads 1
   fi
 done
-bash scripts/train_all.sh --lr tuned --models "$MODELS" --depths "$DEPTH" --out saved_models/tuned-lr --jobs 1
+bash scripts/train_all.sh --lr tuned --models "$MODELS" --depths "$DEPTH" --tag tuned-lr --out saved_models --jobs 1

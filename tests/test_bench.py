@@ -22,8 +22,8 @@ def test_train_path_epoch_is_a_whole_training_epoch(tmp_path):
     for _ in range(2):  # each timed epoch starts a fresh run directory: nothing resumed, nothing skipped
         assert bench.time_train_epoch(model, data, tmp_path / "run") > 0
         rows = (tmp_path / "run" / "history.csv").read_text().splitlines()
-        assert rows[0].startswith("epoch,loss,accuracy,test_loss,test_accuracy") and len(rows) == 2
-        assert rows[1].split(",")[0] == "1" and float(rows[1].split(",")[4]) > 0  # the test set was evaluated
+        assert rows[0].startswith("epoch,loss,accuracy,val_loss,val_accuracy,test_loss,test_accuracy") and len(rows) == 2
+        assert rows[1].split(",")[0] == "1" and float(rows[1].split(",")[6]) > 0  # the test set was evaluated
         assert (tmp_path / "run" / "backup").is_dir() and (tmp_path / "run" / "logs").is_dir()
 
 

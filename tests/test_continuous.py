@@ -141,7 +141,7 @@ def test_keras_round_trip_of_ode_models(name, tmp_path, rng):
 def test_training_records_nfe_per_epoch(tmp_path):
     from pde_zoo import training
 
-    card = training.train("pde2ode", 2, epochs=2, batch_size=32, out=tmp_path, train_limit=64, test_limit=32, verbose=0)
+    card = training.train("pde2ode", 2, epochs=2, batch_size=32, out=tmp_path, train_examples=64, validation=32, test_examples=32, verbose=0)
     history = training.read_history(tmp_path / "history.csv")
     assert [int(r["epoch"]) for r in history] == [1, 2]
     for row in history:  # dopri5 from a fresh step-size guess: 2 + 6 per attempt, per segment
@@ -155,11 +155,11 @@ def test_cli_passes_solver_options(tmp_path):
 
     from pde_zoo import cli
 
-    argv = ["train", "pde2ode", "--depth", "1", "--method", "rk4", "--step-size", "0.5", "--no-adjoint",
-            "--epochs", "1", "--batch-size", "16", "--train-limit", "32", "--test-limit", "16", "--out", str(tmp_path),
+    argv = ["train", "pde2ode", "--depth", "1", "--option", "method=rk4", "--option", "step_size=0.5", "--option", "adjoint=false",
+            "--epochs", "1", "--batch-size", "16", "--train-limit", "32", "--set", "validation=16", "--test-limit", "16", "--out", str(tmp_path),
             "--threads", "0"]  # in process: TF is initialized already, its thread pools are fixed
     assert cli.main(argv) == 0
     card = json.loads((tmp_path / "card.json").read_text())
     assert card["options"] == {"method": "rk4", "step_size": 0.5, "adjoint": False}
-    assert card["nfe_forward"] == 2 * 4 and "nfe_backward" not in card  # rk4: 4 stages x 2 steps; no adjoint
-    assert cli.main(["train", "pde2", "--depth", "1", "--method", "rk4", "--out", str(tmp_path / "x"), "--threads", "0"]) == 2
+    assert card["nfe_forward"] == 2 * 4 and card["nfe_backward"] is None  # rk4: 4 stages x 2 steps; no adjoint
+    assert cli.main(["train", "pde2", "--depth", "1", "--option", "method=rk4", "--out", str(tmp_path / "x"), "--threads", "0"]) == 2

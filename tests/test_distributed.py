@@ -284,7 +284,7 @@ class Trace(keras.callbacks.Callback):
     rows = []
     def on_train_batch_end(self, batch, logs=None):
         self.rows.append(np.concatenate([np.ravel(w) for w in self.model.get_weights()]))
-training.train("pde2", 2, epochs=3, train_limit=1024, test_limit=200, out=sys.argv[1], strategy="multihost", verbose=0, threads=1, callbacks=[Trace()])
+training.train("pde2", 2, epochs=3, train_examples=1024, test_examples=200, out=sys.argv[1], strategy="multihost", verbose=0, threads=1, callbacks=[Trace()])
 np.save(sys.argv[2], np.stack(Trace.rows))
 """
 

@@ -67,7 +67,7 @@ def test_every_route_serves_on_plain_tensorflow(name, tmp_path):
     model.fit(images, labels, batch_size=16, epochs=1, verbose=0)  # traces the training graph first
     paths = _routes(model, tmp_path)
     card = training.train(
-        name, depth, epochs=1, batch_size=16, out=tmp_path / "run", train_limit=32, test_limit=16, verbose=0
+        name, depth, "thesis", epochs=1, batch_size=16, out=tmp_path / "run", train_examples=32, test_examples=16, verbose=0
     )
     paths["train"] = tmp_path / "run" / "saved_model"
     assert card["complete"]

@@ -105,7 +105,7 @@ def test_download_verifies_caches_and_predicts(no_local_models, monkeypatch):
         x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
         reference = pde_zoo.load(SAVED / NAME / "model.keras")
         np.testing.assert_allclose(model.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-6)
-        assert pde_zoo.loading.pretrained_card(NAME)["name"] == "pde2"
+        assert pde_zoo.cards.read_card(NAME)["name"] == "pde2"
 
         (cache / NAME / "history.csv").unlink()  # an incomplete cache entry is downloaded again
         assert pretrained.resolve(NAME) == cache / NAME and (cache / NAME / "history.csv").is_file()

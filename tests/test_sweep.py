@@ -32,8 +32,8 @@ def test_train_all_writes_cards_and_results(tiny_sweep):
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["mlp-0", "pde2-5"]
     for run in ("mlp-0", "pde2-5"):
         card = json.loads((out / run / "card.json").read_text())
-        assert card["epochs_run"] == 1 and card["recipe"]["epochs"] == 1 and card["data"]["train_examples"] == 600
-        assert card["machine"]["tf_threads"] == 1 and card["lr_source"] == "fixed"
+        assert card["epochs_run"] == 1 and card["recipe"]["epochs"] == 1 and card["data"]["fit_examples"] == 600
+        assert card["recipe_name"] == "thesis" and card["recipe"]["learning_rate"] == 1e-3
         assert {"model.keras", "saved_model", "history.csv", "train.log"} <= {p.name for p in (out / run).iterdir()}
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))

@@ -16,38 +16,43 @@ from pde_zoo import training
 @pytest.fixture(scope="module")
 def short_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "pde2-3"
-    card = training.train("pde2", 3, epochs=2, train_limit=4000, test_limit=1000, out=out, verbose=0)
+    card = training.train("pde2", 3, epochs=2, train_examples=4000, test_examples=1000, out=out, verbose=0)
     return out, card
 
 
 def test_short_mnist_training_is_far_above_chance(short_run):
     out, card = short_run
     assert card["test_accuracy"] > 0.85  # chance is 0.10
-    assert card["epochs_run"] == 2 and card["complete"] and card["data"]["subset"]
-    assert card["data"]["train_examples"] == 4000 and card["data"]["test_examples"] == 1000
+    assert card["epochs_run"] == 2 and card["complete"] and card["card_version"] == pde_zoo.cards.CARD_VERSION
+    assert card["data"]["fit_examples"] == 4000 and card["data"]["test_examples"] == 1000 and card["data"]["validation_examples"] == 0
     assert card["params"] == pde_zoo.build("pde2", 3).count_params()
-    assert card["recipe"] == {**training.THESIS_RECIPE, "epochs": 2}
-    assert len(card["data"]["sha256"]) == 64 and card["seed"] == 0 and card["train_seconds"] > 0
+    assert card["recipe_name"] == "thesis"
+    assert card["recipe"] == pde_zoo.recipes.RECIPES["thesis"].replace(epochs=2, train_examples=4000, test_examples=1000).to_dict()
+    assert len(card["data"]["sha256"]) == 64 and card["recipe"]["seed"] == 0 and card["train_seconds"] > 0
+    assert card["command"] == "pde-zoo train pde2 --depth 3 --recipe thesis --set epochs=2 --set train_examples=4000 --set test_examples=1000"
+    assert card["versions"]["commit"] != "" and card["device"]["kind"]
 
 
 def test_run_directory_contents(short_run):
     out, card = short_run
-    assert {p.name for p in out.iterdir()} >= {"model.keras", "saved_model", "card.json", "history.csv", "logs"}
+    assert {p.name for p in out.iterdir()} >= {"model.keras", "saved_model", "card.json", "history.csv", "logs", "run.json"}
     assert not (out / "backup").exists(), "BackupAndRestore state is removed when the run finishes"
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"
     with open(out / "history.csv") as f:
         rows = list(csv.DictReader(f))
+    assert list(rows[0]) == pde_zoo.history.HISTORY_FIELDS
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[-1]["test_accuracy"]) == pytest.approx(card["test_accuracy"], abs=1e-6)
+    assert rows[-1]["val_accuracy"] == "" and float(rows[-1]["learning_rate"]) == pytest.approx(1e-3)
     assert json.loads((out / "card.json").read_text()) == card
     # eval on the exported SavedModel reproduces the card exactly
-    loss, acc = training.evaluate(pde_zoo.load(out / "saved_model"), limit=1000)
+    loss, acc = pde_zoo.evaluate(pde_zoo.load(out / "saved_model"), limit=1000)
     assert acc == card["test_accuracy"]
 
 
 def test_finished_run_is_skipped(short_run, capsys):
     out, card = short_run
-    assert training.train("pde2", 3, epochs=2, train_limit=4000, test_limit=1000, out=out, verbose=0) == card
+    assert training.train("pde2", 3, epochs=2, train_examples=4000, test_examples=1000, out=out, verbose=0) == card
     assert "already trained" in capsys.readouterr().out
 
 
@@ -59,12 +64,12 @@ class _Interrupt(keras.callbacks.Callback):
 
 @pytest.mark.slow  # four training runs
 def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
-    kwargs = dict(epochs=2, train_limit=1000, test_limit=300, verbose=0)
+    kwargs = dict(epochs=2, train_examples=1000, test_examples=300, verbose=0)
     with pytest.raises(KeyboardInterrupt):
         training.train("pde1", 2, out=tmp_path / "a", callbacks=[_Interrupt()], **kwargs)
     assert (tmp_path / "a" / "backup").exists() and not (tmp_path / "a" / "card.json").exists()
     resumed = training.train("pde1", 2, out=tmp_path / "a", **kwargs)
-    assert resumed["epochs_run"] == 2
+    assert resumed["epochs_run"] == 2 and resumed["resumed_after_epochs"] == [1]
     with open(tmp_path / "a" / "history.csv") as f:
         assert [int(r["epoch"]) for r in csv.DictReader(f)] == [1, 2]
     straight = training.train("pde1", 2, out=tmp_path / "b", **kwargs)
@@ -83,12 +88,17 @@ def test_predict_validates_images(short_run):
 
 
 def test_bad_training_arguments(tmp_path):
-    with pytest.raises(ValueError, match="epochs must be a positive integer"):
+    with pytest.raises(ValueError, match="'epochs' must be an integer >= 1"):
         training.train("pde2", 1, epochs=0, out=tmp_path)
-    with pytest.raises(ValueError, match="learning_rate must be positive"):
+    with pytest.raises(ValueError, match="'learning_rate' must be a positive number"):
         training.train("pde2", 1, learning_rate=-1.0, out=tmp_path)
     with pytest.raises(ValueError, match="Unknown model"):
         training.train("pde7", 1, out=tmp_path)
+    with pytest.raises(ValueError, match="Unknown recipe 'fast'. Known recipes: convresnet, odenet, pde1ode, pde2ode, pdenet, thesis"):
+        training.train("pde2", 1, "fast", out=tmp_path)
+    with pytest.raises(ValueError, match=r"Unknown option\(s\) \['chanels'\] for model 'pdenet'"):
+        training.train("pdenet", 4, chanels=4, out=tmp_path)
+    assert not any(tmp_path.iterdir()), "refused before anything was written"
 
 
 def run_cli(*args):
