@@ -219,3 +219,27 @@ def test_colour_models_serve_in_plain_tensorflow(colour_runs, tmp_path):
     served = json.loads(result.stdout.strip().splitlines()[-1])
     for name, path in zip(COLOUR_MODELS, paths):
         np.testing.assert_allclose(served[path], pde_zoo.load(root / name).predict(x, verbose=0), atol=1e-5, err_msg=name)
+
+
+@pytest.mark.slow  # a real process killed with SIGKILL mid-run, then the same command again
+def test_sigkilled_run_resumes_with_nothing_finished_lost(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "pde_zoo.cli", "train", "pde2", "--depth", "1", "--recipe", "pdenet", "--set", "epochs=4",
+               "--set", "train_examples=1024", "--set", "validation=512", "--set", "test_examples=256", "--threads", "1", "--out", str(out)]
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = out / "backup" / "training_metadata.json"
+    deadline = time.time() + 300
+    while not metadata.is_file() and child.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (out / "card.json").exists(), "killed before the end"
+    finished = json.loads(metadata.read_text())["epoch"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    card = pde_zoo.cards.read_card(out)
+    assert card["complete"] and card["epochs_run"] == 4 and card["resumed_after_epochs"] == [finished]
+    assert [int(r["epoch"]) for r in read_history(out / "history.csv")] == [1, 2, 3, 4]
