@@ -130,8 +130,8 @@ def _cmd_results(args):
     rows = results.write_results_csv(args.models_dir)
     print(f"{args.models_dir}/results.csv: {len(rows)} models")
     if args.readme:
-        results.update_readme(args.readme, rows, args.models_dir)
-        print(f"results table written into {args.readme}")
+        results.update_docs(args.readme, rows, args.models_dir)
+        print(f"generated tables written into {', '.join(args.readme)}")
     if Path(args.models_dir).resolve() == pretrained.CHECKOUT_MODELS:  # the models the package ships a manifest of
         _cmd_manifest(argparse.Namespace(models_dir=args.models_dir, check=False))
 
@@ -334,7 +334,7 @@ def make_parser():
 
     p = sub.add_parser("results", help="write results.csv (and the README table) from the model cards")
     p.add_argument("--models-dir", default="saved_models")
-    p.add_argument("--readme", default=None, help="README.md whose results block to regenerate")
+    p.add_argument("--readme", nargs="+", default=None, metavar="FILE", help="README.md / docs pages whose generated blocks (presets, results, results-own, tuning) to regenerate")
     p.set_defaults(func=_cmd_results)
 
     p = sub.add_parser("manifest", help="regenerate pde_zoo/pretrained_manifest.json (files, sha256, sizes) from saved_models/")

@@ -51,7 +51,7 @@ def multihost_env(environ=None):
                                         ("KERAS_DISTRIBUTION_NUM_PROCESSES (or SLURM_NTASKS)", count),
                                         ("KERAS_DISTRIBUTION_PROCESS_ID (or SLURM_PROCID / JOB_COMPLETION_INDEX)", index)) if value is None]
     if missing:
-        raise ValueError(f"--strategy multihost needs the environment variable(s) {', '.join(missing)}; scripts/launch_multihost.sh sets them (see README 'Beyond one machine').")
+        raise ValueError(f"--strategy multihost needs the environment variable(s) {', '.join(missing)}; scripts/launch_multihost.sh sets them (see docs/distributed.md).")
     count, index = int(count), int(index)
     if count < 1 or not 0 <= index < count:
         raise ValueError(f"multihost: process id must be in [0, number of processes). Received: process_id={index}, num_processes={count}")

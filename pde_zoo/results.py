@@ -112,14 +112,40 @@ def update_readme_block(readme, key, text):
     atomic_write_text(readme, head + start + marker + "\n" + text + end + tail)
 
 
-def update_readme(readme, rows, models_dir=None):
-    """Regenerate the README's results block from the result rows (and, given `models_dir`
-    and a "tuning" block in the README, the fixed-vs-tuned learning-rate table)."""
-    update_readme_block(readme, "results", markdown_table(rows))
-    if models_dir is not None and "<!-- results-own:start" in Path(readme).read_text():
-        update_readme_block(readme, "results-own", own_recipe_table(rows, models_dir))
-    if models_dir is not None and "<!-- tuning:start" in Path(readme).read_text():
-        update_readme_block(readme, "tuning", tuning_table(models_dir))
+def presets_table(rows):
+    """The README's model table: one row per pretrained preset with its headline numbers."""
+    lines = ["| preset | model | depth | params | recipe | epochs | val acc | test acc |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (-r["test_acc"], r["name"])):
+        val = "–" if r["val_acc"] is None else f"{100 * r['val_acc']:.2f}%"
+        lines.append(f"| `{r['name']}` | {r['model']} | {r['depth']} | {r['params']:,} | {r['recipe']} | {r['epochs']} | {val} | {100 * r['test_acc']:.2f}% |")
+    return "\n".join(lines) + "\n"
+
+
+def recipes_table():
+    """The named recipes (`pde_zoo.recipes.RECIPES`), one row each, every key a column."""
+    from pde_zoo.recipes import KEYS, RECIPES
+
+    keys = [k for k in KEYS if k != "loss"]
+    lines = ["| recipe | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name, recipe in sorted(RECIPES.items()):
+        values = recipe.to_dict()
+        lines.append(f"| `{name}` | " + " | ".join("–" if values[k] is None else f"{values[k]:g}" if isinstance(values[k], float) else str(values[k]) for k in keys) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def update_docs(paths, rows, models_dir):
+    """Regenerate every generated block found in the files `paths` (README.md, docs pages):
+    "presets" (`presets_table`), "recipes" (`recipes_table`), "results" (`markdown_table`), "results-own" (`own_recipe_table`)
+    and "tuning" (`tuning_table`). ValueError for a file with none of them."""
+    makers = {"presets": lambda: presets_table(rows), "recipes": recipes_table, "results": lambda: markdown_table(rows),
+              "results-own": lambda: own_recipe_table(rows, models_dir), "tuning": lambda: tuning_table(models_dir)}
+    for path in paths:
+        text = Path(path).read_text()
+        keys = [key for key in makers if f"<!-- {key}:start" in text]
+        if not keys:
+            raise ValueError(f"{path} has none of the generated blocks {', '.join(makers)} (lines '<!-- KEY:start -->' ... '<!-- KEY:end -->').")
+        for key in keys:
+            update_readme_block(path, key, makers[key]())
 
 
 def tuning_table(models_dir):

@@ -8,7 +8,7 @@ def set_threads(threads):
 
     Sets inter-op parallelism to `threads` and intra-op parallelism to 1: the zoo's ops are
     small, and the stencil op splits its own work over the inter-op threads
-    (`pde_zoo.layers._tf_stencil`). The README's *Performance* tables compare this setting
+    (`pde_zoo.layers._tf_stencil`). The *Performance* tables (docs/performance.md) compare this setting
     with TF's defaults (`scripts/bench.py --threads 0`).
     `pde-zoo train` uses all cores this way; `scripts/train_all.sh` trains two models at once
     with one thread each.

@@ -17,7 +17,7 @@ One process, side by side, alternating repeats, medians:
 - peak resident memory of each model (a child process per model: build, 20 train steps,
   one batch-1024 inference).
 Prints a table with ratios to the reference Conv2D c_ResNet at the same depth, writes JSON,
-and with --readme regenerates the README's performance block. The shared machines' speed
+and with --readme regenerates the performance block of docs/performance.md. The shared machines' speed
 drifts (the same run ~1.7x slower another day): compare absolute seconds only within one run,
 ratios across runs.
 """

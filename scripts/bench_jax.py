@@ -7,7 +7,7 @@ rate, alternating repeats, medians; models built and compiled as there (the zoo'
 code (one depthwise convolution per block); no TensorFlow is needed.
 
   KERAS_BACKEND=jax python scripts/bench_jax.py --json benchmarks/bench-jax-gpu.json
-  python scripts/bench_jax.py --render --json benchmarks/bench-jax-gpu.json --readme README.md
+  python scripts/bench_jax.py --render --json benchmarks/bench-jax-gpu.json --readme docs/performance.md
 """
 
 import argparse

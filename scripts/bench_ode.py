@@ -401,7 +401,7 @@ def targets_markdown(results):
 def markdown(recorded):
     meta, results = recorded["meta"], recorded["results"]
     parts = [
-        "Reproduce: `python scripts/bench_ode.py --readme README.md` (JSON in `benchmarks/bench-ode-cpu.json`; `--part memory` or "
+        "Reproduce: `python scripts/bench_ode.py --readme docs/continuous-depth.md` (JSON in `benchmarks/bench-ode-cpu.json`; `--part memory` or "
         "`--part peer` measures one part, `--render` re-renders from the JSON). The peer runs in a separate benchmark venv that "
         "pde_zoo never depends on: `python3 -m venv .bench-venv && .bench-venv/bin/pip install torch==2.13.0 torchdiffeq==0.2.5`. "
         "The machine is shared and its speed drifts from run to run, so only ratios within one run are comparable.",

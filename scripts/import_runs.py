@@ -10,7 +10,7 @@ training ran with KERAS_BACKEND=jax) into pretrained presets `saved_models/<name
 - copy into `<models-dir>/<--name or the card's model name>` atomically (a model directory is
   complete or absent).
 
-Then run `pde-zoo results --readme README.md` to regenerate results.csv, the README tables and
+Then run `pde-zoo results --readme README.md docs/results.md docs/training.md` to regenerate results.csv, the tables and
 the pretrained manifest.
 
   python scripts/import_runs.py runs/remake/pdenet-16 [--name pdenet-16] [--models-dir saved_models]

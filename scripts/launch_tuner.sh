@@ -12,7 +12,7 @@
 # when the chief does (after the oracle has every trial's result); the chief writes
 # tuning/NAME-D.json. On several machines run the same `pde-zoo tune` on each with
 # KERASTUNER_TUNER_ID (chief / a unique worker id), KERASTUNER_ORACLE_IP (the chief's address)
-# and KERASTUNER_ORACLE_PORT set (README "Beyond one machine").
+# and KERASTUNER_ORACLE_PORT set (docs/distributed.md).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PDE_ZOO_VENV:-$ROOT/.venv}"

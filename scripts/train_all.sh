@@ -8,7 +8,7 @@
 #                        [--train-limit N] [--test-limit N] [--shard K/N] [--dry-run]
 #
 # --jobs models train at once, each on --threads TensorFlow threads (default: 2 jobs x 1
-# thread, measured fastest on the 2-core machines; see README "Performance").
+# thread, measured fastest on the 2-core machines; see docs/performance.md).
 #
 # Every run is `pde-zoo train NAME --depth D --recipe thesis` (the one training loop); --lr tuned
 # reads the learning rate KerasTuner found (`pde-zoo tuned-lr`). Writes OUT/<name>-<depth>[.TAG]/

@@ -1,4 +1,4 @@
-"""Beyond one machine, with real processes on loopback (README "Beyond one machine"):
+"""Beyond one machine, with real processes on loopback (docs/distributed.md):
 
 - `--strategy mirrored` (tf.distribute over two logical CPU devices) gives one device's loss curve;
 - `--strategy multihost` (keras.distribution on JAX, two processes): identical weights on both

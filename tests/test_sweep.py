@@ -73,10 +73,14 @@ def test_figures_from_cards(tiny_sweep, tmp_path):
 def test_readme_table_is_generated(tiny_sweep, tmp_path):
     out, _ = tiny_sweep
     readme = tmp_path / "README.md"
-    readme.write_text("x\n<!-- results:start -->\nold\n<!-- results:end -->\ny\n")
-    results.update_readme(readme, results.collect(out))
+    readme.write_text("x\n<!-- results:start -->\nold\n<!-- results:end -->\n<!-- presets:start -->\n<!-- presets:end -->\ny\n")
+    results.update_docs([readme], results.collect(out), out)
     text = readme.read_text()
     assert "old" not in text and "| pde2 | 5 |" in text and "**1** (recipe 50)" in text and text.endswith("y\n")
+    assert "| `pde2-5` | pde2 | 5 |" in text and "| `mlp-0` | mlp | 0 |" in text
+    (tmp_path / "empty.md").write_text("nothing generated here\n")
+    with pytest.raises(ValueError, match="has none of the generated blocks"):
+        results.update_docs([tmp_path / "empty.md"], [], out)
     with pytest.raises(ValueError, match="no generated block"):
         results.update_readme_block(tmp_path / "README.md", "performance", "t")
 

@@ -8,7 +8,7 @@ It is compiled once per cache; `scripts/setup_env.sh` does it at install time.
 
 When it cannot be built (no compiler, a failed compile) or `PDE_ZOO_NATIVE=0`, `stencil_ops()`
 returns None after one warning, and the stencil stack runs on standard TF ops instead (same
-numbers, slower to train on CPU: the README's *Performance* section measures both).
+numbers, slower to train on CPU: docs/performance.md measures both).
 """
 
 import functools

@@ -9,7 +9,7 @@ Two implementations, same numbers (tests hold both equal to the `keras.ops` path
   caller does not ask for the native op (`native=False`: `StencilStack` asks only for training
   steps, so inference graphs, and every SavedModel, hold nothing but standard TF ops).
 
-How the standard-op path is made fast (the README's *Performance* section has the numbers,
+How the standard-op path is made fast (docs/performance.md has the numbers,
 from scripts/bench.py and scripts/profile_pde.py):
 - a oneDNN depthwise convolution has a fixed cost per call, whatever its size, that dwarfs one
   small image's work, so one call per image is slow. Moving the batch into the channel axis,
@@ -48,7 +48,7 @@ def worker_threads():
 def parallel_chains():
     """Independent batch slices to run side by side: TF's inter-op thread count (0 = all cores).
 
-    One chain per inter-op thread was the fastest on 2 cores (README *Performance*, the
+    One chain per inter-op thread was the fastest on 2 cores (docs/performance.md, the
     standard-op fallback); more cores are untested, and the cap keeps >= 32 images per chain
     at batch 128.
     """
