@@ -239,3 +239,25 @@ def test_wheel_install_downloads_verifies_and_predicts(tmp_path):
     np.testing.assert_allclose(np.array(out["probs"]), reference, atol=1e-5)
     for needed in ("$PDE_ZOO_MODELS: not set", "not a source checkout", "$PDE_ZOO_CACHE/models", good_url):
         assert needed in out["not_found"], out["not_found"]
+
+
+def test_a_shipped_file_that_fails_its_sha256_is_refused(tmp_path, monkeypatch):
+    """A checkout's preset is verified against the manifest: a changed or missing file is refused, named."""
+    checkout = tmp_path / "saved_models"
+    shutil.copytree(SAVED / "mlp-0", checkout / "mlp-0")
+    monkeypatch.setattr(pretrained, "CHECKOUT_MODELS", checkout)
+    monkeypatch.delenv(pretrained.MODELS_ENV, raising=False)
+    assert pde_zoo.load("mlp-0").name == "mlp-0"
+    card = checkout / "mlp-0" / "card.json"
+    card.write_text(card.read_text().replace('"seed": 0', '"seed": 1'))
+    for call in (lambda: pde_zoo.load("mlp-0"), lambda: pde_zoo.pretrained_config("mlp-0"), lambda: pde_zoo.cards.read_card("mlp-0")):
+        with pytest.raises(pretrained.ChecksumMismatchError, match=r"mlp-0/card.json does not match its sha256 .* is refused"):
+            call()
+    shutil.copy(SAVED / "mlp-0" / "card.json", card)
+    (checkout / "mlp-0" / "saved_model" / "fingerprint.pb").unlink()
+    with pytest.raises(pretrained.ChecksumMismatchError, match=r"mlp-0/saved_model/fingerprint.pb is missing"):
+        pde_zoo.load("mlp-0")
+    shutil.copy(SAVED / "mlp-0" / "saved_model" / "fingerprint.pb", checkout / "mlp-0" / "saved_model")
+    (checkout / "mlp-0" / "model.keras").write_bytes(b"truncated")
+    with pytest.raises(pretrained.ChecksumMismatchError, match=r"mlp-0/model.keras does not match its sha256"):
+        pde_zoo.load("mlp-0")
