@@ -70,8 +70,10 @@ class Adam(keras.optimizers.Adam):
 def learning_rate_schedule(recipe, steps_per_epoch):
     """The learning rate of `recipe` (a `pde_zoo.recipes.Recipe`) per optimizer step.
 
-    "constant": the float `recipe.learning_rate`. "cosine": with W = warmup_epochs·S warm-up
-    steps and T = (schedule_epochs or epochs)·S steps in all (S = `steps_per_epoch`),
+    "constant": the float `recipe.learning_rate`. "cosine": with T = (schedule_epochs or
+    epochs)·S steps in all (S = `steps_per_epoch`) and W = min(warmup_epochs·S, ⌊T/2⌋) warm-up
+    steps (a warm-up never takes more than half the schedule: a one-epoch run of a recipe with
+    a one-epoch warm-up warms up, then decays),
 
         lr(k) = peak · k / W                                      for k < W,
         lr(k) = peak · ½ (1 + cos(π · min(1, (k − W) / (T − W − 1))))   for k ≥ W,
@@ -81,8 +83,8 @@ def learning_rate_schedule(recipe, steps_per_epoch):
     """
     if recipe.schedule == "constant":
         return recipe.learning_rate
-    warm = recipe.warmup_epochs * steps_per_epoch
     total = (recipe.schedule_epochs or recipe.epochs) * steps_per_epoch
+    warm = min(recipe.warmup_epochs * steps_per_epoch, total // 2)
     return keras.optimizers.schedules.CosineDecay(
         initial_learning_rate=0.0 if warm else recipe.learning_rate, decay_steps=max(1, total - warm - 1),
         warmup_target=recipe.learning_rate if warm else None, warmup_steps=warm,

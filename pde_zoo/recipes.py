@@ -9,8 +9,9 @@ Keys (all of them are in every card):
 
     optimizer        "adam" (`pde_zoo.optimizers.Adam`, Keras's Adam with fused updates)
     learning_rate    the peak learning rate (the constant one for schedule "constant")
-    schedule         "constant", or "cosine": linear warm-up from 0 over `warmup_epochs`, then
-                     cosine decay to exactly 0 at the last step of `schedule_epochs`
+    schedule         "constant", or "cosine": linear warm-up from 0 over `warmup_epochs` (at
+                     most half the schedule, so a short run still decays), then cosine decay
+                     to exactly 0 at the last step of `schedule_epochs`
     warmup_epochs    epochs of linear warm-up (cosine only)
     epochs           epochs trained
     schedule_epochs  length of the cosine in epochs; null (the default) means `epochs`, so the
@@ -81,8 +82,6 @@ class Recipe:
             raise ValueError(f"warmup_epochs needs schedule 'cosine'. Received: schedule='constant', warmup_epochs={self.warmup_epochs}")
         if self.schedule_epochs is not None and self.schedule_epochs < self.epochs:
             raise ValueError(f"schedule_epochs must be >= epochs (a schedule is never shorter than the run). Received: schedule_epochs={self.schedule_epochs}, epochs={self.epochs}")
-        if self.schedule == "cosine" and self.warmup_epochs >= (self.schedule_epochs or self.epochs):
-            raise ValueError(f"warmup_epochs must be shorter than the schedule. Received: warmup_epochs={self.warmup_epochs}, epochs={self.epochs}")
 
     def to_dict(self):
         return dataclasses.asdict(self)

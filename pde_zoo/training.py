@@ -158,9 +158,9 @@ def split(source, recipe):
     return fit, val, test
 
 
-def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budget, max_epochs, min_epochs=1):
-    """The budget planner: how many epochs (between `min_epochs` and `max_epochs`) fit in
-    `budget` seconds.
+def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budget, max_epochs):
+    """The budget planner: how many epochs (at least 1, at most `max_epochs`) fit in `budget`
+    seconds.
 
     Times `PROBE_STEPS` training and evaluation steps of a throwaway model from `make_model()`
     (so the run itself starts from its seed's weights with its schedule built for the planned
@@ -179,7 +179,7 @@ def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budg
     train_step = median_step(train_ds, probe.train_on_batch)
     eval_step = median_step(eval_ds, probe.test_on_batch) if eval_ds is not None else 0.0
     per_epoch = train_step * steps_per_epoch + eval_step * eval_steps
-    epochs = max(min_epochs, min(max_epochs, int(budget / (per_epoch * PLAN_MARGIN))))
+    epochs = max(1, min(max_epochs, int(budget / (per_epoch * PLAN_MARGIN))))
     return {"budget_seconds": budget, "seconds_per_epoch": round(per_epoch, 2), "epochs": epochs, "recipe_epochs": max_epochs}
 
 
@@ -289,7 +289,7 @@ def train(
 
     if budget is not None and plan is None:
         plan = plan_epochs(lambda: make_model(recipe), train_ds, monitor_ds, steps_per_epoch, int(monitor_ds.cardinality()), budget,
-                           recipe.epochs, min_epochs=min(recipe.epochs, recipe.warmup_epochs + 1))
+                           recipe.epochs)
         recipe = recipe.replace(epochs=plan["epochs"])
         set_determinism(recipe.seed)  # the run starts from the seed's state, as without a plan
         print(f"{run_name(name, depth)}: {plan['seconds_per_epoch']:.1f} s per epoch planned -> {plan['epochs']} of {plan['recipe_epochs']} epochs in {budget:.0f} s", flush=True)
