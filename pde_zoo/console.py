@@ -40,7 +40,16 @@ NOISE = re.compile(
     r")"
 )
 
+_CONTROL = re.compile(r"^(\x1b\[[0-9;]*[A-Za-z]|\r)+")  # a progress bar's cursor moves before a line
+
 _installed = None  # (the real stderr's descriptor, the copying thread) once installed
+
+
+def is_noise(line):
+    """Whether a line (bytes or str) written to stderr is one of `NOISE`, after any leading
+    terminal control sequences."""
+    text = line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+    return bool(NOISE.match(_CONTROL.sub("", text)))
 
 
 def verbose():
@@ -71,9 +80,9 @@ def quiet_stderr():
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    if not NOISE.match(line.decode("utf-8", "replace")):
+                    if not is_noise(line):
                         os.write(real, line + b"\n")
-            if pending and not NOISE.match(pending.decode("utf-8", "replace")):
+            if pending and not is_noise(pending):
                 os.write(real, pending)
 
     thread = threading.Thread(target=copy, name="pde_zoo-stderr-filter", daemon=True)

@@ -10,14 +10,19 @@ The files become a TFDS dataset (`IdxImages` builder, prepared once under the ca
 `load_arrays` reads into memory and `make_dataset` turns into a tf.data pipeline.
 """
 
+import contextlib
 import functools
 import gzip
 import hashlib
+import io
+import logging
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -204,6 +209,39 @@ def _builder_class():
     return _idx_builder_class()
 
 
+@contextlib.contextmanager
+def _quiet_tfds():
+    """TFDS's progress bars, prints and absl warnings off inside (restored afterwards)."""
+    import tensorflow_datasets as tfds
+
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.ERROR)
+    tfds.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        tfds.enable_progress_bar()
+        absl.setLevel(level)
+
+
+def _prepare(idx_dir, fingerprint):
+    """The TFDS builder of an IDX directory, prepared once under the cache; the first time is
+    announced by one line on stderr instead of TFDS's own messages and progress bars."""
+    import tensorflow_datasets as tfds
+
+    with _quiet_tfds():
+        builder = _builder_class()(idx_dir=idx_dir, data_dir=str(cache_dir() / "tfds" / fingerprint[:16]))
+        if builder.is_prepared():
+            return builder
+        print(f"pde_zoo: preparing the IDX files of {idx_dir} as a TFDS dataset (once)", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(idx_dir)))
+    print(f"pde_zoo: prepared in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return builder
+
+
 @functools.lru_cache(maxsize=8)
 def load_arrays(split, data_dir=None, download=True):
     """(images uint8 (N, H, W, 1), labels int64 (N,), data_sha256) of `split` ("train" | "test").
@@ -225,8 +263,7 @@ def load_arrays(split, data_dir=None, download=True):
         digest = hashlib.sha256(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()
         return images, labels.astype(np.int64), f"tfds-mnist:{digest}"
     fingerprint = source_fingerprint(idx_dir)
-    builder = _builder_class()(idx_dir=idx_dir, data_dir=str(cache_dir() / "tfds" / fingerprint[:16]))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(manual_dir=str(idx_dir)))
+    builder = _prepare(idx_dir, fingerprint)
     data = tfds.as_numpy(builder.as_dataset(split=split, batch_size=-1, as_supervised=True))
     images, labels = data
     return images, labels.astype(np.int64), fingerprint

@@ -91,3 +91,30 @@ def test_usage_errors_list_the_subcommands(argv):
 def test_help_of_a_subcommand():
     result = _cli("train", "--help")
     assert result.returncode == 0 and "--from-card" in result.stdout and "--recipe" in result.stdout
+
+
+def _write_idx(path, array):
+    import struct
+
+    import numpy as np
+
+    with open(path, "wb") as f:
+        f.write(struct.pack(">HBB", 0, 8, array.ndim) + struct.pack(">" + "I" * array.ndim, *array.shape))
+        f.write(np.asarray(array, np.uint8).tobytes())
+
+
+def test_first_tfds_preparation_prints_two_clean_lines(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", 40), ("t10k", 10)):
+        _write_idx(tmp_path / f"{stem}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _write_idx(tmp_path / f"{stem}-labels-idx1-ubyte", rng.integers(0, 10, n))
+    env = {"PDE_ZOO_CACHE": str(tmp_path / "cache"), "PDE_ZOO_VERBOSE": "0"}
+    first = _cli("data", "--data-dir", str(tmp_path), env=env)
+    assert first.returncode == 0, first.stderr
+    lines = first.stderr.splitlines()
+    assert len(lines) == 2 and "preparing the IDX files" in lines[0] and lines[1].startswith("pde_zoo: prepared in "), first.stderr
+    assert first.stdout.startswith("MNIST ready: 40 train / 10 test images")
+    again = _cli("data", "--data-dir", str(tmp_path), env=env)
+    assert again.returncode == 0 and again.stderr == ""

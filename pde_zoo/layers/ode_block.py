@@ -26,18 +26,23 @@ class ODEBlock(keras.layers.Layer):
     Args:
         field: a `VectorField` layer (e.g. `PDEField`, `ConvField`) or its serialized config.
         t0, t1: the integration interval, t0 < t1.
-        method: a key of `pde_zoo.ode.METHODS` ("euler", "midpoint", "rk4", "dopri5").
-        step_size: step of a fixed method (required there); for dopri5 an optional first step.
-        rtol, atol: dopri5 tolerances. Defaults 1e-3, those of the MNIST ODE-Net of Chen et al.
+        method: a key of `pde_zoo.ode.METHODS` (fixed step: "euler", "midpoint", "rk4";
+            adaptive: "dopri5", "bosh3", "adaptive_heun").
+        step_size: step of a fixed method (required there); for an adaptive one an optional first step.
+        rtol, atol: tolerances of the adaptive methods. Defaults 1e-3, those of the MNIST ODE-Net of Chen et al.
             (the `odeint` defaults, 1e-6 / 1e-8, are for accuracy studies, not training).
         adjoint: gradients by the adjoint method (True) or through the solver (False).
-        max_steps: most dopri5 step attempts per solve.
+        max_steps: most step attempts of an adaptive solve.
         **kwargs: `keras.layers.Layer` arguments.
+
+    An eager call runs each segment's solve compiled (`odeint`'s eager path: `tf.function` /
+    `jax.jit`, cached per signature); inside a traced function (`fit`, `predict`, export) the
+    solver's ops join that trace.
 
     Attributes:
         last_stats: forward solver statistics of the latest call, summed over the segments
-            (dict of Python ints: nfe, steps, rejected) when it ran eagerly, else None. The adjoint pass's own counts:
-            `pde_zoo.ode.last_backward_stats()`.
+            (dict of Python ints: nfe, steps, rejected) when it ran eagerly, else None. The adjoint
+            pass's own counts: `pde_zoo.ode.record_backward_stats()` around the gradient.
 
     Example:
     >>> block = ODEBlock(PDEField(drift_scale=-0.125), t1=1.0, method="rk4", step_size=0.25)

@@ -12,7 +12,7 @@ import numpy as np
 from keras import ops
 
 __all__ = [
-    "add_n", "assert_finite", "check", "compile_function", "fori_loop", "in_stateless_scope", "is_concrete",
+    "add_n", "all_finite", "check", "compile_function", "fori_loop", "in_stateless_scope", "is_concrete", "name",
     "report", "vjp", "while_loop",
 ]
 
@@ -149,12 +149,6 @@ def all_finite(tensors):
     return out
 
 
-def assert_finite(tensors, message):
-    """`check(all_finite(tensors), message, tensors, ValueError)`: in a TF graph the solve that
-    reads the returned tensors cannot start before the check passed."""
-    return check(all_finite(tensors), message, tuple(tensors), ValueError)
-
-
 def report(store, *values):
     """Call `store(*python_ints)` with the values of int scalar tensors, where they can be known:
     now when concrete, on JAX through a host callback (also under `jit`), never inside a
@@ -190,7 +184,7 @@ def compile_function(fn, args):
         import tensorflow as tf
 
         specs = [tf.TensorSpec(x.shape, x.dtype) for x in args]
-        compiled = tf.function(fn, input_signature=specs, autograph=False, reduce_retracing=False)
+        compiled = tf.function(fn, input_signature=specs, autograph=False)
         compiled.get_concrete_function(*specs)
         return compiled
     if backend == "jax":

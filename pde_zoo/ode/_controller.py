@@ -59,13 +59,15 @@ class IController:
     dfactor: float = 0.2
 
     def __post_init__(self):
-        rules = {"safety": (0.0, 1.0), "dfactor": (0.0, 1.0), "ifactor": (1.0, math.inf)}
-        for field, (low, high) in rules.items():
+        rules = {  # field -> (test, the range in words)
+            "safety": (lambda v: 0.0 < v <= 1.0, "(0, 1]"),
+            "ifactor": (lambda v: 1.0 <= v < math.inf, "[1, inf)"),
+            "dfactor": (lambda v: 0.0 < v <= 1.0, "(0, 1]"),
+        }
+        for field, (test, words) in rules.items():
             value = getattr(self, field)
-            ok = isinstance(value, (int, float)) and math.isfinite(value)
-            ok = ok and (low < value <= high if field != "ifactor" else low <= value)
-            if not ok:
-                raise ValueError(f"IController: `{field}` must lie in {'[1, inf)' if field == 'ifactor' else f'({low}, {high}]'}. Received: {field}={value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not test(value):
+                raise ValueError(f"IController: `{field}` must lie in {words}. Received: {field}={value!r}")
 
     def initial_step(self, func, t0, y, f0, rtol, atol, order):
         """Hairer's heuristic for the first step (one evaluation of f):

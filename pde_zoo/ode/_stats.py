@@ -77,21 +77,32 @@ class _BackwardLog:
         self.last = None
         self.recorders = []  # the lists of the active `record_backward_stats` blocks
 
-    def reporter(self, method, stats=None):
-        """A `store(nfe, steps, rejected)` for one backward solve, also appending to `stats`
-        (held weakly: a result object that is gone, e.g. one made while tracing, gets nothing)."""
-        ref = None if stats is None else weakref.ref(stats)
+    def reporter(self, method):
+        """A `_Reporter` for the backward solves of one odeint call."""
+        return _Reporter(self, method)
 
-        def store(nfe, steps, rejected):
-            record = {"nfe": int(nfe), "steps": int(steps), "rejected": int(rejected), "method": method}
-            self.last = record
-            for records in self.recorders:
-                records.append(dict(record))
-            target = None if ref is None else ref()
-            if target is not None:
-                target.backward.append(dict(record))
+    def record(self, record, target=None):
+        self.last = record
+        for records in self.recorders:
+            records.append(dict(record))
+        if target is not None:
+            target.backward.append(dict(record))
 
-        return store
+
+class _Reporter:
+    """`reporter(nfe, steps, rejected)` records one backward solve of an odeint call: in the log
+    and in the call's `ODEStats` once attached (held weakly: a result that is gone, e.g. one made
+    while tracing, gets nothing)."""
+
+    def __init__(self, log, method):
+        self.log, self.method, self._target = log, method, None
+
+    def attach(self, stats):
+        self._target = weakref.ref(stats)
+
+    def __call__(self, nfe, steps, rejected):
+        record = {"nfe": int(nfe), "steps": int(steps), "rejected": int(rejected), "method": self.method}
+        self.log.record(record, None if self._target is None else self._target())
 
 
 _LOG = _BackwardLog()
