@@ -183,17 +183,22 @@ def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budg
 
 
 def _resolve_run(name, depth, recipe, options, data, out, budget, overwrite):
-    """The run to do in `out`: a new one, or (when `out/run.json` exists) the one started there,
-    which must match what was asked (the planned epochs come from the file, never the clock)."""
+    """The run to do in `out`: None for a new one, or the one started there (its run.json, else
+    the card of a finished run), which must match what was asked (the planned epochs come from
+    the file, never the clock)."""
     run_file = out / "run.json"
     asked = {"name": name, "depth": depth, "options": options, "data": data}
     if overwrite:
         for stale in ("history.csv", "card.json", "run.json"):
             (out / stale).unlink(missing_ok=True)
         shutil.rmtree(out / "backup", ignore_errors=True)
-    if not run_file.is_file():
+    if run_file.is_file():
+        started = json.loads(run_file.read_text())
+    elif (out / "card.json").is_file():  # a finished run whose run.json was dropped (a preset)
+        card = cards.read_card(out / "card.json")
+        started = {**{k: card[k] for k in ("name", "depth", "options", "recipe", "plan", "resumed_after_epochs")}, "data": card["data"]["source"]}
+    else:
         return None
-    started = json.loads(run_file.read_text())
     recorded = recipes_lib.Recipe.from_dict(started["recipe"])
     same_recipe = recorded == recipe or (started.get("plan") and budget and recorded == recipe.replace(epochs=recorded.epochs))
     if {k: started[k] for k in asked} != asked or not same_recipe:

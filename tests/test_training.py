@@ -56,6 +56,15 @@ def test_finished_run_is_skipped(short_run, capsys):
     assert "already trained" in capsys.readouterr().out
 
 
+def test_a_finished_preset_is_skipped_too(tmp_path, capsys):
+    """A preset directory has no run.json (scripts/import_runs.py drops it): its card decides."""
+    import shutil
+
+    shutil.copytree(pde_zoo.pretrained.resolve("mlp-0"), tmp_path / "mlp-0")
+    card = training.train("mlp", 0, "thesis", out=tmp_path / "mlp-0", verbose=0)
+    assert "already trained" in capsys.readouterr().out and card == pde_zoo.cards.read_card("mlp-0")
+
+
 class _Interrupt(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if epoch == 0:
