@@ -88,6 +88,15 @@ def test_usage_errors_list_the_subcommands(argv):
     assert "usage: pde-zoo" in result.stderr and "train" in result.stderr and "info" in result.stderr
 
 
+def test_list_pretrained_shows_each_preset_with_its_accuracy():
+    result = _cli("list", "--pretrained")
+    assert result.returncode == 0 and result.stderr == ""
+    rows = {line.split()[0]: line for line in result.stdout.splitlines()[1:]}
+    assert set(rows) == set(__import__("pde_zoo").list_pretrained())
+    card = __import__("pde_zoo").cards.read_card("pdenet-16")
+    assert f"{100 * card['test_accuracy']:.2f}%" in rows["pdenet-16"] and "channels=32" in rows["pdenet-16"]
+
+
 def test_help_of_a_subcommand():
     result = _cli("train", "--help")
     assert result.returncode == 0 and "--from-card" in result.stdout and "--recipe" in result.stdout
