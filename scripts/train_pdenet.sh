@@ -17,8 +17,6 @@
 #   scripts/train_pdenet.sh depth --out runs/depth --set epochs=4
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/setup_env.sh"
-cd "$ROOT"
 
 group="${1:-}"
 shift || true
@@ -30,6 +28,8 @@ case "$group" in
                "pdenet 200 stable=true time_step=0.25") ;;
   *) echo "usage: scripts/train_pdenet.sh accuracy|depth [--out OUT] [pde-zoo train options]" >&2; exit 2 ;;
 esac
+source "$ROOT/scripts/setup_env.sh"
+cd "$ROOT"
 pde-zoo data
 mkdir -p "$OUT"
 for spec in "${runs[@]}"; do
