@@ -341,6 +341,10 @@ def make_parser():
     _add_data_dir(p)
     p.set_defaults(func=_cmd_analyze)
 
+    from pde_zoo.explore import add_parser as add_explore_parser
+
+    add_explore_parser(sub)
+
     p = sub.add_parser("results", help="write results.csv (and the README table) from the model cards")
     p.add_argument("--models-dir", default="saved_models")
     p.add_argument("--readme", nargs="+", default=None, metavar="FILE", help="README.md / docs pages whose generated blocks (presets, results, results-own, tuning) to regenerate")

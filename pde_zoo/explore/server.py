@@ -161,7 +161,7 @@ class Handler(BaseHTTPRequestHandler):
         args = {**query, **body}
         explorer = self.explorer
         if path == "/api/models" and method == "GET":
-            return {"models": explorer.models(), "loaded": explorer.loaded()}
+            return {"models": explorer.models(), "default": explorer.default, "loaded": explorer.loaded()}
         if path not in ("/api/model", "/api/forward", "/api/block"):
             raise ExploreError(f"Unknown API route {path}: /api/models, /api/model, /api/forward, /api/block.", 404)
         if method == "POST" and path != "/api/forward":

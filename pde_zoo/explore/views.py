@@ -17,6 +17,7 @@ everything it returns is plain JSON (arrays of float32 states as base64, exact).
 import base64
 import collections
 import hashlib
+import json
 import threading
 import time
 from pathlib import Path
@@ -142,9 +143,72 @@ class ModelView:
 
             # The inputs of every stage / ODE block, from the model's own layers (stem, lift, transitions).
             self._prefix = keras.Model(self.model.input, [layer.input for layer in body])
-        self._profile = physics.amplification_profile(self.blocks) if self.blocks else None
+        self._graph = self._states_graph() if self.kind in ("thesis", "staged") else None
+        self._profile, self._profile_note = None, None
+        if self.blocks:
+            self._start_profile()
         self._warm()
         self.load_seconds = time.perf_counter() - started
+
+    def _states_graph(self):
+        """One Keras model over the model's own layers: image -> [each stage's input and every
+        block's output, in order (the blocks called one by one, as `StencilStack.trajectory`
+        does), the model's probabilities]; run with `predict_on_batch` (a compiled graph), so an
+        interaction costs one graph call instead of one eager call per block."""
+        import keras
+
+        image = keras.Input(shape=self.model.input_shape[1:], name="image")
+        stage_inputs = self._prefix(image)
+        stage_inputs = stage_inputs if isinstance(stage_inputs, (list, tuple)) else [stage_inputs]
+        outputs = []
+        for stack, psi in zip(self.stacks, stage_inputs):
+            outputs.append(psi)
+            for block in stack.blocks:
+                outputs.append(block(outputs[-1]))
+        return keras.Model(image, [*outputs, self.model(image)], name=f"{self.model.name}_explore")
+
+    def _start_profile(self):
+        """max|G| per block and the product over the stack (`physics.amplification_profile`).
+
+        One-channel and depthwise blocks: computed now (well under a second). Blocks that mix
+        channels need max_p ‖G(p)‖₂ of a C x C matrix symbol (an SVD per wave number: minutes for
+        C = 128 on a 2-core CPU), so they are read from the model's `pde-zoo analyze` report
+        (reports/NAME/report.json of a checkout) when one exists and its block 1 is recomputed
+        equal, else computed in a background thread; the page shows "pending" until then."""
+        from pde_zoo import physics
+
+        if not any(physics.mixes_channels(b) for b in self.blocks):
+            self._profile = physics.amplification_profile(self.blocks)
+            self._profile_note = "physics.amplification_profile"
+            return
+        report = Path(__file__).resolve().parents[2] / "reports" / self.name / "report.json"
+        try:
+            rows = json.loads(report.read_text())
+            layers = rows["layers"]
+            if [r["name"] for r in layers] == [b.name for b in self.blocks] and abs(
+                    physics.max_amplification(self.blocks[0]) - layers[0]["max_abs_G"]) < 1e-9:
+                st = rows["stability"]
+                self._profile = {k: np.asarray(v, dtype="float64") if isinstance(v, list) else v for k, v in {
+                    "layer_max": [r["max_abs_G"] for r in layers], "log10_cumulative": st["log10_cumulative"],
+                    "log10_bound": st["log10_bound"], "relative_max": st["relative_max"],
+                    "log10_relative_bound": st["log10_relative_bound"]}.items()}
+                self._profile_note = (f"{report.parent.name}/report.json of `pde-zoo analyze` (pde_zoo.analysis), "
+                                      "its block 1 recomputed equal by physics.max_amplification")
+                return
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        self._profile_note = ("physics.amplification_profile, computing in a background thread "
+                              "(max_p ‖G(p)‖₂ of C×C matrix symbols: minutes on a CPU; `pde-zoo analyze` caches it)")
+
+        def work():
+            profile = physics.amplification_profile(self.blocks)
+            self._profile = profile
+            self._profile_note = "physics.amplification_profile (computed in the background)"
+
+        threading.Thread(target=work, name=f"profile-{self.name}", daemon=True).start()
+
+    def profile(self):
+        return self._profile
 
     def _warm(self):
         """One forward pass on a blank image so that the first interaction does not pay tracing."""
@@ -162,17 +226,20 @@ class ModelView:
 
         states, labels, extra = [], [], {}
         if self.kind == "head":
-            states, labels = [image[0]], [{"label": "input ψ₀ (no blocks: the head alone)", "block": 0}]
+            states, labels = [image[0]], [{"label": "input ψ₀ (no blocks: the head alone)", "block": None}]
         elif self.kind in ("thesis", "staged"):
             block = 0
-            for stage, (stack, psi0) in enumerate(zip(self.stacks, self._stage_inputs(image)), start=1):
-                trajectory = stack.trajectory(psi0)
+            *flat, probabilities = [np.asarray(o) for o in self._graph.predict_on_batch(image)]
+            for stage, stack in enumerate(self.stacks, start=1):
+                trajectory, flat = flat[: len(stack.blocks) + 1], flat[len(stack.blocks) + 1 :]
                 for t, psi in enumerate(trajectory):
                     if t:
                         block += 1
                     where = f"stage {stage} ({stack.name}) " if self.kind == "staged" else ""
                     text = f"{where}input ψ₀" if t == 0 else f"{where}after block {t}" + (f" (#{block})" if self.kind == "staged" else "")
-                    labels.append({"label": text, "block": block if t else (block if block else 0), "stage": stage, "step": t,
+                    # the block whose physics goes with this state: the one that made it, or for a
+                    # stage's input the one about to act on it
+                    labels.append({"label": text, "block": block if t else block + 1, "stage": stage, "step": t,
                                    "is_block_output": bool(t)})
                     states.append(psi[0])
         else:
@@ -184,7 +251,9 @@ class ModelView:
                     states.append(s)
                     labels.append(lab)
                 extra["ode"].append(info)
-        probabilities = _numpy(self.model(image, training=False))[0]
+        if self.kind not in ("thesis", "staged"):
+            probabilities = _numpy(self.model(image, training=False))
+        probabilities = probabilities[0]
         for ode, info in zip(self.ode_blocks, extra.get("ode", [])):
             info["model_forward_stats"] = ode.last_stats  # NFE / accepted / rejected steps of the model's own solve
         return states, labels, probabilities, extra
@@ -197,27 +266,19 @@ class ModelView:
 
         substeps = ODE_SUBSTEPS.get(self.card.get("model") if self.card else None, DEFAULT_ODE_SUBSTEPS)
         bounds = [ode.t0, *ode.field.breakpoints(ode.t0, ode.t1), ode.t1]
-        states, labels = [psi[0]], [{"label": f"t = {ode.t0:g} (input ψ₀)", "time": ode.t0, "block": 0}]
+        states, labels = [psi[0]], [{"label": f"t = {ode.t0:g} (input ψ₀)", "time": ode.t0, "block": 1}]
         info = {"name": ode.name, "method": ode.method, "rtol": ode.rtol, "atol": ode.atol, "step_size": ode.step_size,
-                "segments": [], "eval_times": []}
+                "segments": []}
         current = psi
         for a, b in zip(bounds[:-1], bounds[1:]):
             times = np.linspace(a, b, substeps + 1)
-            field = ode.field.on_segment(a, b)
-            evaluations = []
-
-            def recorded(t, y, field=field, evaluations=evaluations):
-                evaluations.append(float(_numpy(t)))
-                return field(t, y)
-
-            ys, stats = odeint(recorded, current, times, method=ode.method, rtol=ode.rtol, atol=ode.atol,
+            ys, stats = odeint(ode.field.on_segment(a, b), current, times, method=ode.method, rtol=ode.rtol, atol=ode.atol,
                                step_size=ode.step_size, max_steps=ode.max_steps, return_stats=True)
             ys = _numpy(ys)
             for t, y in zip(times[1:], ys[1:]):
                 states.append(y[0])
                 labels.append({"label": f"t = {t:.4g}", "time": float(t), "block": len(info["segments"]) + 1})
-            info["segments"].append({"t0": float(a), "t1": float(b), **{k: int(_numpy(v)) for k, v in stats.items() if k != "failed"}})
-            info["eval_times"].extend(evaluations)
+            info["segments"].append({"t0": float(a), "t1": float(b), **{k: int(_numpy(v)) for k, v in stats.items()}})
             current = ys[-1]
         info["nfe"] = sum(s["nfe"] for s in info["segments"])
         info["steps"] = sum(s["steps"] for s in info["segments"])
@@ -249,7 +310,7 @@ class ModelView:
             out_states.append({**label, "shape": list(data.shape), "channels": int(psi.shape[-1]), "channel": c,
                                "data": encode(data), "min": float(psi.min()), "max": float(psi.max())})
         return {
-            "model": self.name, "input": meta, "channel": channel, "widths": widths, "states": out_states,
+            "model": self.name, "input": meta, "image": encode(image[0, ..., 0]), "channel": channel, "widths": widths, "states": out_states,
             "probabilities": _floats(probabilities), "prediction": int(np.argmax(probabilities)),
             "ode": _floats(extra.get("ode")), "cached": cached, "compute_ms": round(compute_ms, 2),
         }
@@ -268,9 +329,11 @@ class ModelView:
             info.update(model=cfg["model"], depth=cfg["depth"], options=cfg["options"], metrics=cfg["metrics"])
         except Exception:  # noqa: BLE001  a run directory or file without a preset: no card numbers
             info.update(model=None, depth=len(self.blocks), options={}, metrics={})
+        if self.blocks and self._profile is None:
+            info["stability"] = {"pending": True, "source": self._profile_note}
         if self._profile is not None:
             p = self._profile
-            info["stability"] = {
+            info["stability"] = {"source": self._profile_note,
                 "layer_max": _floats(p["layer_max"]), "log10_cumulative": _floats(p["log10_cumulative"]),
                 "log10_bound": _floats(p["log10_bound"]), "relative_max": _floats(p["relative_max"]),
                 "log10_relative_bound": _floats(p["log10_relative_bound"]),
@@ -278,7 +341,7 @@ class ModelView:
             }
         pieces = self._pieces()
         if pieces is not None:
-            info["pieces"] = len(pieces)
+            info["pieces"] = len(pieces[0])
             info["stability"] = self._piece_profile()
         if self.kind == "staged":
             info["stages"] = [{"name": s.name, "blocks": len(s.blocks)} for s in self.stacks]
@@ -349,37 +412,52 @@ class ModelView:
     def _block_physics(self, index, channel):
         from pde_zoo import physics
         from pde_zoo.analysis import channel_stencils, layer_table
+        from pde_zoo.layers.pde_block import is_pde_layer
 
         started = time.perf_counter()
         block = self.blocks[index - 1]
-        row = layer_table([block])[0]
-        c = channel % len(row["channels"])
-        entry = row["channels"][c]
-        stencil = channel_stencils(block)[..., c]
+        mixing = physics.mixes_channels(block)
+        stencils = channel_stencils(block)  # (3, 3, C): a mixing block's diagonal K[:, :, c, c]
+        width = stencils.shape[-1]
+        c = channel % width
+        stencil = stencils[..., c]
+        if width == 1:
+            entry = layer_table([block])[0]["channels"][0]
+        else:
+            # The channel's own stencil through the same table `pde-zoo analyze` writes (its
+            # fit, residual, max|G|); the coefficients and von Neumann numbers of channel c.
+            fit, residual = physics.kernel_to_pde(stencil - physics.IDENTITY)
+            entry = {"channel": c, "fit": fit, "residual": residual, "max_abs_G": physics.max_amplification(stencil)}
+            if is_pde_layer(block):
+                values = {n: float(np.reshape(v, -1)[c]) for n, v in block.coefficients().items()}
+                entry.update(coefficients=values, drift_scale=block.drift_scale,
+                             von_neumann=physics.von_neumann(**values, drift_scale=block.drift_scale))
         out = {
-            "model": self.name, "block": index, "name": block.name, "type": row["type"], "mixes_channels": row["mixes_channels"],
-            "channels": len(row["channels"]), "channel": c, "max_abs_G": row["max_abs_G"],
-            "channel_entry": entry, "stencil": stencil,
-            "symbol": self._heat_map(block, c),
-            "symbol_kind": "spectral norm ‖G(p)‖₂ of the C×C matrix symbol" if row["mixes_channels"] else "|G(p)|",
-            "stability": {"block_max_abs_G": float(self._profile["layer_max"][index - 1]),
-                          "log10_cumulative": float(self._profile["log10_cumulative"][index - 1]),
-                          "log10_bound": float(self._profile["log10_bound"])},
+            "model": self.name, "block": index, "name": block.name, "type": type(block).__name__, "mixes_channels": mixing,
+            "channels": width, "channel": c, "channel_entry": entry, "stencil": stencil,
+            "symbol": self._heat_map(stencil, 0),
+            "symbol_kind": (f"|G_cc(p)| of channel {c}'s own stencil (the diagonal of the C×C matrix symbol)" if mixing
+                            else "|G(p)|"),
+            "stability": self._block_stability(index),
         }
-        if row["mixes_channels"] or len(row["channels"]) > 1:
-            out["channel_table"] = [
-                {"channel": e["channel"], "max_abs_G": e["max_abs_G"], "coefficients": e.get("coefficients")} for e in row["channels"]
-            ]
         if hasattr(block, "mixing_matrix"):
             gamma = block.mixing_matrix()
             out["mixing"] = {"shape": list(gamma.shape), "data": encode(gamma), "min": float(gamma.min()), "max": float(gamma.max())}
-        if self.kind == "thesis" and not row["mixes_channels"]:
+        if self.kind == "thesis" and not mixing:
             out["propagator"] = self._propagator(self.blocks[:index])
         else:
             out["propagator"] = {"skipped": "the path sum follows one channel through one stack at one resolution; "
-                                            "these blocks mix channels / span stages (as `pde-zoo analyze`)"}
+                                            "these blocks mix channels and span stages (as in `pde-zoo analyze`)"}
         out["compute_ms"] = round((time.perf_counter() - started) * 1e3, 2)
         return _floats(out)
+
+    def _block_stability(self, index):
+        profile = self.profile()
+        if profile is None:
+            return {"pending": True, "note": self._profile_note}
+        return {"block_max_abs_G": float(profile["layer_max"][index - 1]),
+                "log10_cumulative": float(profile["log10_cumulative"][index - 1]),
+                "log10_bound": float(profile["log10_bound"]), "source": self._profile_note}
 
     def _piece_physics(self, index):
         from pde_zoo import physics
@@ -397,6 +475,7 @@ class ModelView:
             "type": type(field).__name__ + " piece", "mixes_channels": False, "channels": 1, "channel": 0,
             "max_abs_G": physics.max_amplification(stencil),
             "channel_entry": {"coefficients": values, "fit": fit, "residual": residual, "drift_scale": drift_scale,
+                              "max_abs_G": physics.max_amplification(stencil),
                               "von_neumann": physics.von_neumann(**values, drift_scale=drift_scale)},
             "stencil": stencil, "symbol": self._heat_map(stencil, 0), "symbol_kind": "|G(p)| of one Euler step of Δt = 1",
             "stability": {"block_max_abs_G": profile["layer_max"][index - 1], "log10_cumulative": profile["log10_cumulative"][index - 1],
@@ -422,8 +501,11 @@ class Explorer:
                     ".keras files / run directories (`pde-zoo list --pretrained`)."
                 )
             self.names = list(dict.fromkeys(names))
+            self.default = self.names[0]
         else:
             self.names = available
+            # a quick, telling first view (a thesis PDE model), not whichever name sorts first
+            self.default = next((n for n in ("pde2-50", "pde1-27") if n in available), available[0] if available else None)
         self._views = {}
         self._locks = collections.defaultdict(threading.Lock)
         self._lock = threading.Lock()
