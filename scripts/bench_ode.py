@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Continuous-depth benchmark (issue 10, "Evidence"): memory against solver steps, and the ODE-Net
-against torchdiffeq.
+"""Continuous-depth benchmark (issue 10, "Evidence"; issue 18, eager calls): memory against solver
+steps, the ODE-Net against torchdiffeq, and eager `odeint` against torchdiffeq.
 
 1. Memory (`--part memory`): peak memory of one training step (forward, backward, Adam update)
    of the zoo's `odenet` integrated by a fixed-step method with step_size = 1/n, n = 10, 100,
@@ -23,6 +23,19 @@ against torchdiffeq.
    peer runs twice: with PyTorch's own initialisation (seed 0, the issue's anchor) and with the
    zoo's initial weights converted (the same function: same NFE expected, the per-evaluation
    speed compared). Repeats alternate zoo / peers, reversed every other repeat; medians.
+
+3. Eager (`--part eager`), side by side in one run: `odeint` called eagerly, as in a notebook,
+   on a small stiff-ish problem (`EAGER_PROBLEM`: 16 Van der Pol oscillators, μ = 10, dopri5 at
+   rtol = 1e-6, atol = 1e-8, float64, 11 output times, ~3,300 evaluations of f) by the zoo on
+   TensorFlow (eager: compiled on the first call and cached; op by op with `compile=False`, the
+   behaviour before issue 18; inside the caller's `tf.function` for reference) and on JAX (a
+   child process: `jax.jit`, cached; op by op), against torchdiffeq 0.2.5 eagerly (a child
+   process of the benchmark venv's Python). Also one gradient with respect to y0 and μ by
+   autodiff through the solver (an eager `GradientTape` / torch autograd and `backward()`; the
+   adjoint's backward solve of this problem runs the limit cycle backwards, where it repels, and
+   torchdiffeq's fails with "underflow in dt").
+   Rounds alternate the implementations (reversed every other round); medians. The first call
+   of each, compilation included, is reported apart.
 
 Writes JSON (`--json`), prints the tables, and with `--readme` regenerates the README block
 `ode-bench`; `--render` re-renders it from the JSON without measuring.
@@ -141,23 +154,26 @@ def run_memory(args):
 
 
 class PeerProcess:
-    """The torchdiffeq ODE-Net in the benchmark venv: one JSON answer per command line."""
+    """A child process answering one JSON line per command line (default: the torchdiffeq
+    ODE-Net in the benchmark venv)."""
 
-    def __init__(self, python, threads, rtol, atol, omp_wait_policy):
-        env = dict(os.environ)
+    def __init__(self, python, threads, rtol, atol, omp_wait_policy, cmd=None, env=None, label=None):
+        env = {**os.environ, **(env or {})}
         if omp_wait_policy:
             env["OMP_WAIT_POLICY"] = omp_wait_policy
-        cmd = [python, str(PEER_SCRIPT), "--threads", str(threads), "--rtol", str(rtol), "--atol", str(atol)]
+        if cmd is None:
+            cmd = [python, str(PEER_SCRIPT), "--threads", str(threads), "--rtol", str(rtol), "--atol", str(atol)]
+        self.label = label or f"the torchdiffeq peer ({PEER_SCRIPT.name})"
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         self.hello = self._read()
 
     def _read(self):
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"the torchdiffeq peer ({PEER_SCRIPT.name}) exited with code {self.proc.wait()}")
+            raise RuntimeError(f"{self.label} exited with code {self.proc.wait()}")
         out = json.loads(line)
         if "error" in out:
-            raise RuntimeError(f"the torchdiffeq peer failed: {out['error']}")
+            raise RuntimeError(f"{self.label} failed: {out['error']}")
         return out
 
     def ask(self, *words):
@@ -295,6 +311,191 @@ def run_peer(args):
     return results, meta_extra
 
 
+# --------------------------------------------------------------------------- eager
+
+# A small stiff-ish problem: 16 Van der Pol oscillators x'' = μ (1 - x²) x' - x, x(0) in [1.5, 2.5], x'(0) = 0.
+EAGER_PROBLEM = {"mu": 10.0, "oscillators": 16, "t1": 10.0, "outputs": 11, "method": "dopri5", "rtol": 1e-6, "atol": 1e-8}
+EAGER_UNITS = {  # key -> (implementation, how it runs)
+    "torch": ("torchdiffeq 0.2.5", "eager (`torch.no_grad()`)"),
+    "tf": ("pde_zoo, TensorFlow", "eager `odeint` (compiled at the first call, cached)"),
+    "tf_op": ("pde_zoo, TensorFlow", "eager, op by op (`compile=False`: before issue 18)"),
+    "tf_graph": ("pde_zoo, TensorFlow", "inside the caller's `tf.function` (reference)"),
+    "jax": ("pde_zoo, JAX", "eager `odeint` (`jax.jit` at the first call, cached)"),
+    "jax_op": ("pde_zoo, JAX", "eager, op by op (`compile=False`)"),
+    "torch_grad": ("torchdiffeq 0.2.5", "gradient: eager autograd through `odeint`, `backward()`"),
+    "tf_grad": ("pde_zoo, TensorFlow", "gradient: eager `GradientTape` through the compiled solve"),
+}
+EAGER_FAST = ("tf", "tf_graph", "jax", "tf_grad")  # several calls per round
+EAGER_ONCE = ("tf_op", "jax_op")  # op by op: one call in all
+
+TORCH_EAGER_PEER = r"""
+import importlib.metadata, json, sys, time
+import numpy as np, torch
+from torchdiffeq import odeint
+
+problem, threads = json.loads(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+
+
+class VanDerPol(torch.nn.Module):
+    def __init__(self, mu):
+        super().__init__()
+        self.mu = torch.nn.Parameter(torch.tensor(mu, dtype=torch.float64))
+        self.nfe = 0
+
+    def forward(self, t, y):
+        self.nfe += 1
+        x, v = y[..., 0], y[..., 1]
+        return torch.stack([v, self.mu * (1.0 - x * x) * v - x], dim=-1)
+
+
+n = problem["oscillators"]
+y0 = torch.tensor(np.stack([np.linspace(1.5, 2.5, n), np.zeros(n)], axis=-1))
+t = torch.tensor(np.linspace(0.0, problem["t1"], problem["outputs"]))
+f = VanDerPol(problem["mu"])
+options = dict(method=problem["method"], rtol=problem["rtol"], atol=problem["atol"])
+print(json.dumps({"torch": torch.__version__, "torchdiffeq": importlib.metadata.version("torchdiffeq")}), flush=True)
+for line in sys.stdin:
+    words = line.split()
+    if not words or words[0] == "quit":
+        break
+    try:
+        f.nfe = 0
+        start = time.perf_counter()
+        if words[0] == "forward":
+            with torch.no_grad():
+                ys = odeint(f, y0, t, **options)
+            out = {"seconds": time.perf_counter() - start, "nfe_forward": f.nfe, "ys": ys.numpy().tolist()}
+        else:
+            y = y0.clone().requires_grad_(True)
+            f.zero_grad()
+            ys = odeint(f, y, t, **options)
+            (ys[-1] ** 2).sum().backward()
+            out = {"seconds": time.perf_counter() - start, "nfe_forward": f.nfe, "grads": [y.grad.numpy().tolist(), float(f.mu.grad)]}
+    except Exception as err:  # noqa: BLE001  reported to the parent
+        out = {"error": repr(err)}
+    print(json.dumps(out), flush=True)
+"""
+
+
+class EagerZoo:
+    """The zoo's side of the eager part on the active Keras backend: the field written as in a
+    notebook, a function reading a Keras variable μ."""
+
+    def __init__(self, problem):
+        from keras import ops
+
+        n = problem["oscillators"]
+        self.y0 = np.stack([np.linspace(1.5, 2.5, n), np.zeros(n)], axis=-1)
+        self.t = np.linspace(0.0, problem["t1"], problem["outputs"])
+        self.options = dict(method=problem["method"], rtol=problem["rtol"], atol=problem["atol"])
+        mu = self.mu = keras.Variable(problem["mu"], dtype="float64", name="mu")
+
+        def van_der_pol(t, y):
+            x, v = y[..., 0], y[..., 1]
+            return ops.stack([v, mu * (1.0 - x * x) * v - x], axis=-1)
+
+        self.field, self.graph = van_der_pol, None
+
+    def run(self, unit):
+        """One timed call of `unit` ("tf", "tf_op", "tf_graph", "tf_grad"; on JAX "jax", "jax_op")."""
+        start = time.perf_counter()
+        if unit.endswith("_grad"):
+            return self._gradient(start)
+        if unit == "tf_graph":
+            import tensorflow as tf
+
+            if self.graph is None:
+                self.graph = tf.function(lambda y0: pde_zoo.ode.odeint(self.field, y0, self.t, return_stats=True, **self.options))
+            ys, stats = self.graph(tf.constant(self.y0))
+        else:
+            ys, stats = pde_zoo.ode.odeint(self.field, self.y0, self.t, return_stats=True, compile=not unit.endswith("_op"), **self.options)
+        ys = np.asarray(keras.ops.convert_to_numpy(ys))
+        return {"seconds": time.perf_counter() - start, "nfe_forward": int(stats["nfe"]), "ys": ys.tolist()}
+
+    def _gradient(self, start):
+        import tensorflow as tf
+
+        y0 = tf.constant(self.y0)
+        with tf.GradientTape() as tape:
+            tape.watch(y0)
+            ys, stats = pde_zoo.ode.odeint(self.field, y0, self.t, return_stats=True, **self.options)
+            loss = tf.reduce_sum(ys[-1] ** 2)
+        g_y0, g_mu = tape.gradient(loss, [y0, self.mu])
+        grads = [g_y0.numpy().tolist(), float(g_mu.numpy())]
+        return {"seconds": time.perf_counter() - start, "nfe_forward": int(stats["nfe"]), "grads": grads}
+
+
+def eager_child(problem):
+    """The JAX side of the eager part (KERAS_BACKEND=jax): answers "run <unit>" lines with JSON."""
+    import jax
+
+    zoo = EagerZoo(problem)
+    print(json.dumps({"jax": jax.__version__, "backend": keras.backend.backend()}), flush=True)
+    for line in sys.stdin:
+        words = line.split()
+        if not words or words[0] == "quit":
+            break
+        try:
+            out = zoo.run(words[1])
+        except Exception as err:  # noqa: BLE001  reported to the parent
+            out = {"error": repr(err)}
+        print(json.dumps(out), flush=True)
+
+
+def run_eager(args):
+    problem = EAGER_PROBLEM
+    threads = args.threads or os.cpu_count()
+    zoo = EagerZoo(problem)
+    torch_peer = PeerProcess(
+        None, None, None, None, args.omp_wait_policy, label="the torchdiffeq eager peer",
+        cmd=[args.peer_python, "-c", TORCH_EAGER_PEER, json.dumps(problem), str(threads)],
+    )
+    jax_child = PeerProcess(
+        None, None, None, None, None, label="the JAX child", cmd=[sys.executable, __file__, "--eager-child", json.dumps(problem)],
+        env={"KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu", "JAX_ENABLE_X64": "1"},
+    )
+
+    def call(unit):
+        if unit.startswith("torch"):
+            return torch_peer.ask("forward" if unit == "torch" else "gradient")
+        if unit.startswith("jax"):
+            return jax_child.ask("run", unit)
+        return zoo.run(unit)
+
+    results = {}
+    try:
+        for unit in EAGER_UNITS:  # first calls (zoo: tracing and compiling), the op-by-op ones once
+            out = call(unit)
+            results[unit] = {**{k: v for k, v in out.items() if k not in ("seconds",)}, "first_s": out["seconds"], "calls_s": []}
+            if unit in EAGER_ONCE:
+                results[unit]["calls_s"].append(out["seconds"])
+            print(f"  first call {unit:10s} {out['seconds']:8.3f} s  NFE {out['nfe_forward']}  load {os.getloadavg()[0]:.1f}", flush=True)
+        units = [u for u in EAGER_UNITS if u not in EAGER_ONCE]
+        for r in range(args.eager_rounds):
+            for unit in units if r % 2 == 0 else reversed(units):
+                for _ in range(args.eager_calls if unit in EAGER_FAST else 1):
+                    results[unit]["calls_s"].append(call(unit)["seconds"])
+            print(f"  round {r + 1}/{args.eager_rounds}: " + ", ".join(f"{u} {statistics.median(results[u]['calls_s']):.4f} s" for u in units)
+                  + f"  load {os.getloadavg()[0]:.1f}", flush=True)
+        meta_extra = {"torch": torch_peer.hello["torch"], "torchdiffeq": torch_peer.hello["torchdiffeq"], "jax": jax_child.hello["jax"], "torch_threads": threads}
+    finally:
+        torch_peer.close()
+        jax_child.close()
+    torch_ys = np.asarray(results["torch"]["ys"])
+    for unit, row in results.items():
+        row["s"] = statistics.median(row["calls_s"])
+        reference = results["torch_grad" if unit.endswith("_grad") else "torch"]["s"] if "torch" in results else None
+        row["torchdiffeq_s_over_this"] = reference / row["s"] if reference else None
+        if "ys" in row:
+            row["max_abs_diff_vs_torchdiffeq"] = float(np.abs(np.asarray(row.pop("ys")) - torch_ys).max())
+    g_zoo, g_torch = results["tf_grad"].pop("grads"), results["torch_grad"].pop("grads")
+    results["tf_grad"]["grad_rel_diff_vs_torchdiffeq"] = max(
+        float(np.abs(np.asarray(a) - np.asarray(b)).max() / np.abs(np.asarray(b)).max()) for a, b in zip(g_zoo, g_torch)
+    )
+    return results, meta_extra
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -339,12 +540,19 @@ def _nfe(row):
     return f"{row['nfe_forward']} / {row['nfe_backward'] if row['nfe_backward'] is not None else '–'}"
 
 
+def torch_label(m):
+    """ "(threads: ...) against torchdiffeq ... on PyTorch ... (its threads), date, load" of a part's meta."""
+    wait = f", OMP_WAIT_POLICY={m['omp_wait_policy']}" if m["omp_wait_policy"] else ""
+    return (
+        f"(threads: {threads_label(m['threads'])}) against torchdiffeq {m.get('torchdiffeq', '0.2.5')} on PyTorch {m['torch']} "
+        f"(`torch.set_num_threads({m['torch_threads']})`{wait}), {m['date_utc'][:10]}{load_label(m)}"
+    )
+
+
 def peer_markdown(results, p):
     lines = [
         f"Measured by `{p['command']}` on {p['machine']} ({p['cpus']} CPUs), TF {p['tensorflow']}, Keras {p['keras']} "
-        f"(threads: {threads_label(p['threads'])}) against torchdiffeq 0.2.5 on PyTorch {p['torch']} "
-        f"(`torch.set_num_threads({p['torch_threads']})`" + (f", OMP_WAIT_POLICY={p['omp_wait_policy']}" if p["omp_wait_policy"] else "") + f"), "
-        f"{p['date_utc'][:10]}{load_label(p)}. MNIST ODE-Net (Chen et al. 2018), batch {BATCH}, dopri5 at rtol = atol = {p['rtol']:g}, Adam(1e-3); "
+        f"{torch_label(p)}. MNIST ODE-Net (Chen et al. 2018), batch {BATCH}, dopri5 at rtol = atol = {p['rtol']:g}, Adam(1e-3); "
         f"every timed step starts from the initial weights (seed {p['seed']}) on one batch ({p['data']}), where the NFE is measured; "
         f"medians of {p['repeats']} alternating repeats of {p['steps']} steps. Zoo: Keras's compiled training step (`train_on_batch`, the "
         "`tf.function` that `fit` runs). Forward: the forward pass alone (zoo: a `tf.function` of `model(x, training=True)`; torch: with "
@@ -372,9 +580,46 @@ def peer_markdown(results, p):
     return "\n".join(lines) + "\n"
 
 
+def _num(x):
+    """Three significant digits, without an exponent from 100 on."""
+    return f"{x:.0f}" if x >= 100 else f"{x:.3g}"
+
+
+def eager_markdown(results, e):
+    p = e["problem"]
+    lines = [
+        f"Measured by `{e['command']}` on {e['cpu']} ({e['vector_extensions']}, {e['cpus']} CPUs), TF {e['tensorflow']}, Keras {e['keras']}, "
+        f"JAX {e['jax']} {torch_label(e)}. The problem, as a notebook user writes it (a function of `keras.ops` reading a Keras "
+        f"variable μ; a `torch.nn.Module` for torchdiffeq): {p['oscillators']} Van der Pol oscillators x'' = μ (1 - x²) x' - x, "
+        f"μ = {p['mu']:g}, x(0) evenly in [1.5, 2.5], x'(0) = 0, y at {p['outputs']} times in [0, {p['t1']:g}], {p['method']} at "
+        f"rtol = {p['rtol']:g}, atol = {p['atol']:g}, float64; the gradient: of Σ y(t_end)² with respect to y0 and μ by autodiff "
+        f"through the solver (backwards in time the limit cycle repels: torchdiffeq's adjoint stops with \"underflow in dt\"). First call: the first of each (zoo: tracing and compiling included); s / call: median of {e['rounds']} rounds that "
+        f"alternate the implementations (reversed every other round; {e['calls']} calls per round for the compiled zoo, 1 for "
+        "torchdiffeq; the op-by-op runs once). NFE: evaluations of f "
+        "(torchdiffeq's dopri5 has another embedded error estimate and interpolates at the output times, hence its other count). "
+        "Speed-up = torchdiffeq s / this s (forward against its forward, gradient against its gradient).",
+        "",
+        "| implementation | how it runs | first call s | s / call | NFE | µs / evaluation | torchdiffeq s / this s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for unit, (name, how) in EAGER_UNITS.items():
+        r = results[unit]
+        speed = "–" if unit.startswith("torch") else f"{_num(r['torchdiffeq_s_over_this'])}x"
+        lines.append(
+            f"| {name} | {how} | {_num(r['first_s'])} | {_num(r['s'])} | {r['nfe_forward']} | {_num(1e6 * r['s'] / r['nfe_forward'])} | {speed} |"
+        )
+    diff = max(results[u]["max_abs_diff_vs_torchdiffeq"] for u in ("tf", "jax"))
+    lines += [
+        "",
+        f"The zoo's and torchdiffeq's solutions differ by at most {diff:.1e} (two dopri5 error estimates at rtol = {p['rtol']:g}), their "
+        f"gradients by {results['tf_grad']['grad_rel_diff_vs_torchdiffeq']:.1e} relative to the largest.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def targets_markdown(results):
-    """The issue's targets against this run's numbers (rows only for the parts measured)."""
-    lines = ["| target (issue 10) | this run | met? |", "|---|---|---|"]
+    """The issues' targets against this run's numbers (rows only for the parts measured)."""
+    lines = ["| target (issue 10; eager: issue 18) | this run | met? |", "|---|---|---|"]
     rows = results.get("memory")
     if rows:
         by = {(r["n"], r["mode"]): r["peak_mib"] for r in rows}
@@ -395,14 +640,22 @@ def targets_markdown(results):
                 f"| `odenet` training step faster than torchdiffeq's, {mode} | {same['zoo_speedup']:.2f}x at the same weights{cpu_text}; "
                 f"{own['zoo_speedup']:.2f}x against its own init | {verdict} |"
             )
+    eager = results.get("eager")
+    if eager:
+        tf_x, jax_x, grad_x = (eager[u]["torchdiffeq_s_over_this"] for u in ("tf", "jax", "tf_grad"))
+        first = eager["torch"]["s"] / eager["tf"]["first_s"]
+        lines.append(
+            f"| eager `odeint` ≥ 10x faster than torchdiffeq eagerly | {tf_x:.0f}x on TensorFlow, {jax_x:.0f}x on JAX (gradient: "
+            f"{grad_x:.0f}x); a first call, compiling included: {first:.1f}x | {'yes' if min(tf_x, jax_x) >= 10 else 'no'} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def markdown(recorded):
     meta, results = recorded["meta"], recorded["results"]
     parts = [
-        "Reproduce: `python scripts/bench_ode.py --readme docs/continuous-depth.md` (JSON in `benchmarks/bench-ode-cpu.json`; `--part memory` or "
-        "`--part peer` measures one part, `--render` re-renders from the JSON). The peer runs in a separate benchmark venv that "
+        "Reproduce: `python scripts/bench_ode.py --readme docs/continuous-depth.md` (JSON in `benchmarks/bench-ode-cpu.json`; `--part memory`, "
+        "`--part peer` or `--part eager` measures one part, `--render` re-renders from the JSON). The peer runs in a separate benchmark venv that "
         "pde_zoo never depends on: `python3 -m venv .bench-venv && .bench-venv/bin/pip install torch==2.13.0 torchdiffeq==0.2.5`. "
         "The machine is shared and its speed drifts from run to run, so only ratios within one run are comparable.",
         "",
@@ -411,6 +664,8 @@ def markdown(recorded):
         parts += ["**Memory against solver steps.** " + memory_markdown(results["memory"], meta["memory"])]
     if results.get("peer"):
         parts += ["**The ODE-Net against torchdiffeq.** " + peer_markdown(results["peer"], meta["peer"])]
+    if results.get("eager"):
+        parts += ["**Eager `odeint` against torchdiffeq.** " + eager_markdown(results["eager"], meta["eager"])]
     parts += [targets_markdown(results)]
     return "\n".join(parts)
 
@@ -426,7 +681,7 @@ def _report(recorded, readme, block):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--part", choices=["all", "memory", "peer"], default="all")
+    parser.add_argument("--part", choices=["all", "memory", "peer", "eager"], default="all")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-method", default="euler", choices=["euler", "midpoint", "rk4"])
     parser.add_argument("--memory-steps", type=int, nargs="+", default=[10, 100, 1000], help="solver steps n (step_size = 1/n)")
@@ -436,6 +691,8 @@ def main(argv=None):
     parser.add_argument("--atol", type=float, default=1e-3)
     parser.add_argument("--repeats", type=int, default=7, help="alternating repeats of the peer comparison")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps (and forward passes) per repeat")
+    parser.add_argument("--eager-rounds", type=int, default=5, help="alternating rounds of the eager comparison")
+    parser.add_argument("--eager-calls", type=int, default=5, help="calls per round of the compiled zoo in the eager comparison")
     parser.add_argument("--peer-python", default=str(ROOT / ".bench-venv" / "bin" / "python"), help="Python of the venv with torch and torchdiffeq")
     parser.add_argument(
         "--omp-wait-policy", default="PASSIVE",
@@ -449,6 +706,7 @@ def main(argv=None):
     parser.add_argument("--block", default="ode-bench", help="name of the README block to regenerate")
     parser.add_argument("--render", action="store_true", help="no measuring: re-render the tables (and README blocks) from --json")
     parser.add_argument("--memory-child", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--eager-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     from pde_zoo.io_utils import atomic_write_json
@@ -459,7 +717,9 @@ def main(argv=None):
     set_threads(args.threads)
     if args.memory_child:
         return memory_child(json.loads(args.memory_child))
-    if args.part in ("all", "peer") and not Path(args.peer_python).exists():
+    if args.eager_child:
+        return eager_child(json.loads(args.eager_child))
+    if args.part in ("all", "peer", "eager") and not Path(args.peer_python).exists():
         parser.error(
             f"no benchmark venv at {args.peer_python}: python3 -m venv .bench-venv && .bench-venv/bin/pip install torch==2.13.0 torchdiffeq==0.2.5"
         )
@@ -480,6 +740,18 @@ def main(argv=None):
         recorded["meta"]["peer"] = {
             **common, **extra, "rtol": args.rtol, "atol": args.atol, "repeats": args.repeats, "steps": args.steps, "seed": args.seed,
             "wall_s": time.perf_counter() - start, "loadavg_1min": [load, os.getloadavg()[0]],
+        }
+    if args.part in ("all", "eager"):
+        from pde_zoo.info import cpu
+
+        start, load = time.perf_counter(), os.getloadavg()[0]
+        results, extra = run_eager(args)
+        recorded["results"]["eager"] = results
+        model, vector = cpu()
+        recorded["meta"]["eager"] = {
+            **common, **extra, "cpu": model, "vector_extensions": vector, "problem": EAGER_PROBLEM, "rounds": args.eager_rounds,
+            "calls": args.eager_calls, "omp_wait_policy": args.omp_wait_policy, "wall_s": time.perf_counter() - start,
+            "loadavg_1min": [load, os.getloadavg()[0]],
         }
     if args.part in ("all", "memory"):
         start, load = time.perf_counter(), os.getloadavg()[0]

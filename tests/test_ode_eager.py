@@ -101,6 +101,33 @@ def test_uncompilable_func_runs_op_by_op_with_a_warning():
     assert seen == [0.0, 0.25, 0.5, 0.75]
 
 
+def _latest_entry():
+    return next(reversed(_compile._CACHE.values()))[0]
+
+
+def test_xla_for_small_states_and_the_plain_graph_otherwise():
+    """TensorFlow: a small state runs under XLA when no tape records; a func XLA cannot compile
+    (here a NumPy callback) falls back to the plain tf.function at its first call."""
+    f = lambda t, y: -y  # noqa: E731
+    odeint(f, np.ones(3), [0.0, 1.0])
+    assert _latest_entry().xla and ("forward", True) in _latest_entry()._functions
+    odeint(f, np.ones(_compile.XLA_MAX_VALUES + 1), [0.0, 1.0])
+    assert not _latest_entry().xla and list(_latest_entry()._functions) == [("forward", False)]
+    y0 = tf.ones(3, tf.float64)
+    with tf.GradientTape() as tape:  # a tape records: the plain graph, whose loops TF can differentiate
+        tape.watch(y0)
+        loss = tf.reduce_sum(odeint(f, y0, [0.0, 1.0])[-1])
+    np.testing.assert_allclose(tape.gradient(loss, y0).numpy(), [np.exp(-1.0)] * 3, rtol=1e-6)
+    assert ("forward", False) in _latest_entry()._functions
+
+    def callback(t, y):
+        return tf.ensure_shape(tf.numpy_function(lambda a: -a, [y], tf.float64), y.shape)
+
+    for _ in range(2):
+        np.testing.assert_allclose(np_(odeint(callback, np.ones(3), [0.0, 1.0]))[-1], [np.exp(-1.0)] * 3, rtol=1e-6)
+    assert not _latest_entry().xla
+
+
 def test_cache_keeps_the_most_recent_keys(monkeypatch):
     monkeypatch.setattr(_compile, "CAPACITY", 2)
     _compile.clear()
@@ -272,11 +299,13 @@ try:
 except Exception as e:
     out["nan_jit"] = str(e)
 out["nan_jit_s"] = time.perf_counter() - start
+stats = jax.jit(lambda y: odeint(lambda t, y: -y, y, [0.0, 1.0], return_stats=True)[1])(np.ones(2))  # a pytree
+out["jit_stats"] = [type(stats).__name__, stats.numpy()]
 block = ODEBlock(PDEField(pieces=2, horizon=1.0, activation=None), t1=1.0, method="rk4", step_size=0.1)
 x = np.random.default_rng(0).random((2, 6, 6, 1))
-a = np.asarray(block(x)); b = np.asarray(block(x))
+a = np.asarray(block(x)); b = np.asarray(block(x)); stats = block.last_stats
 model = keras.Sequential([keras.Input((6, 6, 1)), block])
-out["block"] = [float(np.abs(a - b).max()), float(np.abs(model.predict(x, verbose=0) - a).max()), block.last_stats]
+out["block"] = [float(np.abs(a - b).max()), float(np.abs(model.predict(x, verbose=0) - a).max()), stats]
 print(json.dumps(out))
 """
 
@@ -294,5 +323,6 @@ def test_eager_jax_is_jitted_and_reads_variables_at_run_time():
         assert got[method + "_err"] < 1e-4
     assert "initial state y0 is not finite" in got["nan_eager"]
     assert "not finite" in got["nan_jit"] and got["nan_jit_s"] < 30
+    assert got["jit_stats"][0] == "ODEStats" and got["jit_stats"][1]["nfe"] == 2 + 6 * got["jit_stats"][1]["steps"]
     diff_calls, diff_predict, stats = got["block"]
     assert diff_calls == 0 and diff_predict < 1e-6 and stats == {"nfe": 40, "steps": 10, "rejected": 0}

@@ -153,7 +153,7 @@ def test_saved_model_serves_on_plain_tensorflow(name, served, loaded_models, sou
     images = _serve_images(cfg, sources)
     # One batch of all the images, as the subprocess serves them: the adaptive dopri5 solver of
     # the ODE models (odenet, pde2ode) takes one step size for the whole batch (the error norm is
-    # an RMS over the batch, pde_zoo/ode/solvers.py), so its outputs depend on the batch they are
+    # an RMS over the batch, pde_zoo/ode/_controller.py), so its outputs depend on the batch they are
     # computed in (odenet-1: up to 1e-4 between predict's default batches of 32 and one of 64).
     expected = loaded_models(name).predict(images, batch_size=len(images), verbose=0)
     assert name in served, f"{name}: the subprocess returned no probabilities"

@@ -12,8 +12,8 @@ import numpy as np
 from keras import ops
 
 __all__ = [
-    "add_n", "all_finite", "check", "compile_function", "fori_loop", "in_stateless_scope", "is_concrete", "name",
-    "report", "vjp", "while_loop",
+    "XLA_ERRORS", "add_n", "all_finite", "check", "compile_function", "fori_loop", "in_stateless_scope", "is_concrete",
+    "name", "report", "tape_active", "vjp", "while_loop",
 ]
 
 
@@ -171,20 +171,43 @@ def report(store, *values):
 # --------------------------------------------------------------------------- compilation
 
 
-def compile_function(fn, args):
+def _xla_errors():
+    if name() != "tensorflow":
+        return ()
+    import tensorflow as tf
+
+    return (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError, tf.errors.InternalError)
+
+
+XLA_ERRORS = _xla_errors()  # what TensorFlow raises when XLA cannot compile a function
+
+
+def tape_active():
+    """Whether a TensorFlow gradient tape (or forward accumulator) could record an op now."""
+    if name() != "tensorflow":
+        return False
+    try:
+        from tensorflow.python.eager import record
+    except ImportError:  # pragma: no cover - TF internals moved: assume one could
+        return True
+    return bool(record.could_possibly_record())
+
+
+def compile_function(fn, args, xla=False):
     """`fn` compiled for arguments shaped like `args` (a flat list of tensors), traced now.
 
-    TensorFlow: `tf.function(fn, input_signature=..., autograph=False)`, traced by
-    `get_concrete_function` (the returned polymorphic function is called, so gradient tapes see
-    the call). JAX: `jax.jit(fn)` lowered and compiled for these shapes. Errors of the trace
-    itself (e.g. `func` needs concrete values) propagate from here, before anything runs.
+    TensorFlow: `tf.function(fn, input_signature=..., autograph=False, jit_compile=xla)`, traced
+    by `get_concrete_function` (the returned polymorphic function is called, so gradient tapes
+    see the call; XLA compiles at the first call). JAX: `jax.jit(fn)` lowered and compiled for
+    these shapes. Errors of the trace itself (e.g. `func` needs concrete values) propagate from
+    here, before anything runs.
     """
     backend = name()
     if backend == "tensorflow":
         import tensorflow as tf
 
         specs = [tf.TensorSpec(x.shape, x.dtype) for x in args]
-        compiled = tf.function(fn, input_signature=specs, autograph=False)
+        compiled = tf.function(fn, input_signature=specs, autograph=False, jit_compile=bool(xla))
         compiled.get_concrete_function(*specs)
         return compiled
     if backend == "jax":

@@ -21,6 +21,15 @@ values are arguments of the jitted function (a `keras.StatelessScope` maps them 
 variables of layers and of Keras variables found while fingerprinting, and any other variable
 the trace reads (found by the scope, then traced again with it as an argument).
 
+What runs: on TensorFlow a small state (at most `XLA_MAX_VALUES` values) is compiled by XLA
+(`jit_compile`) when no gradient tape records the call: a small solve costs what the graph
+executor spends per op (~1 µs), XLA fuses the loop. A larger state, whose convolutions cost more
+than the ops' dispatch, a gradient through the solver's loops (XLA has no gradient of a loop of
+unknown length), or a func XLA cannot compile runs the plain `tf.function`. With the adjoint, the
+forward and the backward solve are compiled apart and joined by an eager custom gradient, so the
+backward counts arrive as values (`_stats`). JAX compiles with `jax.jit` (XLA) always; no gradient
+can follow a call with concrete values there.
+
 Entries are kept for the last `CAPACITY` keys (least recently used dropped), holding strong
 references to what their keys name by identity, so an identity key never outlives its object.
 A callable that cannot be traced (e.g. it converts a tensor to a Python float) is remembered as
@@ -28,6 +37,7 @@ such and runs op by op, with one warning.
 """
 
 import collections
+import dis
 import functools
 import hashlib
 import threading
@@ -41,9 +51,10 @@ from keras import ops
 from pde_zoo.ode import _backend
 from pde_zoo.ode._adjoint import parameter_scope, with_custom_gradient
 
-__all__ = ["CAPACITY", "clear", "fingerprint", "run"]
+__all__ = ["CAPACITY", "XLA_MAX_VALUES", "clear", "fingerprint", "run"]
 
 CAPACITY = 32
+XLA_MAX_VALUES = 4096  # TensorFlow: states up to this many values run under XLA (`_CompiledSolve`)
 UNCOMPILABLE = object()
 _SMALL = 4096  # arrays and tensors up to this many values are keyed by value
 _DEPTH = 3  # how deep helper functions are followed
@@ -81,8 +92,8 @@ def _key(x, refs, variables, depth, seen):
         return ("float", x.hex())
     if isinstance(x, complex):
         return ("complex", x.real.hex(), x.imag.hex())
-    if isinstance(x, (types.ModuleType, type)):
-        return ("id", id(x))  # modules and classes outlive the cache
+    if isinstance(x, types.ModuleType):
+        return ("id", id(x))  # modules outlive the cache
     if isinstance(x, (tuple, list, frozenset, set)) and len(x) <= 64:
         items = sorted(x, key=repr) if isinstance(x, (set, frozenset)) else x
         return (type(x).__name__, tuple(_key(v, refs, variables, depth, seen) for v in items))
@@ -145,12 +156,15 @@ def _cell_contents(cell):
         return None
 
 
+@functools.lru_cache(maxsize=1024)
 def _global_names(code):
-    names = set(code.co_names)
+    """The module globals `code` (and the functions defined in it) loads: LOAD_GLOBAL / LOAD_NAME
+    operands, not attribute names (which `co_names` mixes in)."""
+    names = {i.argval for i in dis.get_instructions(code) if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
             names |= _global_names(const)
-    return names
+    return frozenset(names)
 
 
 def _is_traced(x):
@@ -215,8 +229,9 @@ def run(solve, y0, params):
     if entry is UNCOMPILABLE:
         return None
     if entry is None:
+        entry = _CompiledSolve(solve, y0, params, watch=jax)
         try:
-            entry = _CompiledSolve(solve, y0, params, watch=jax)
+            entry.trace_forward(y0)
         except Exception as err:  # noqa: BLE001  any trace failure: run op by op instead
             warnings.warn(
                 f"odeint: could not compile {getattr(solve.func, '__name__', type(solve.func).__name__)} for an eager "
@@ -254,51 +269,82 @@ class _WatchingScope(keras.StatelessScope):
 
 
 class _CompiledSolve:
-    """The compiled forward solve of one signature and, for the adjoint on TensorFlow, its
-    compiled backward solve (compiled at the first gradient)."""
+    """The compiled solves of one key: the forward solve and, for the adjoint on TensorFlow, the
+    backward solve (compiled at the first gradient).
+
+    On TensorFlow a small state (at most `XLA_MAX_VALUES` values, where the graph executor's cost
+    per op dominates) runs under XLA (`jit_compile`) when no gradient tape can record the call;
+    a gradient through the solver's loops, a larger state, or a func XLA cannot compile runs the
+    plain `tf.function`. JAX compiles with XLA always.
+    """
 
     def __init__(self, solve, y0, params, watch):
-        self.solve, self.params, self.adjoint = solve, list(params), solve.adjoint and not watch
-        self._backward = None
-        for _ in range(3):  # JAX: trace again with the variables the last trace read but did not get
-            scopes = []
+        self.solve, self.params, self.watch = solve, list(params), watch
+        self.adjoint = solve.adjoint and not watch
+        self.xla = _backend.name() == "tensorflow" and int(np.prod(y0.shape)) <= XLA_MAX_VALUES
+        self._functions, self._verified = {}, set()
 
-            def scope(params, values):
-                scopes.append(_WatchingScope(params, values) if watch else parameter_scope(params, values))
-                return scopes[-1]
-
-            def forward(y0, *values):
-                ys, counts, failed = self.solve.forward_core(y0, self.params, values, scope=scope)
-                return ys, counts["nfe"], counts["steps"], counts["rejected"], _flag(failed)
-
+    def trace_forward(self, y0):
+        """Trace the forward solve now (trace errors raise here); on JAX until every Keras
+        variable it reads is an argument."""
+        for _ in range(3):
             values = [ops.convert_to_tensor(p.value) for p in self.params]
-            self._forward = _backend.compile_function(forward, [y0, *values])
-            missed = {k: v for s in scopes if watch for k, v in s.missed.items()}
+            missed = self._trace("forward", self.xla and not _backend.tape_active(), [y0, *values])
             if not missed:
                 return
             self.params += list(missed.values())
+            self._functions.clear()
         raise RuntimeError("func keeps reading Keras variables that are not passed to the compiled solve")
+
+    def _trace(self, kind, xla, args):
+        """Compile `kind` ("forward" / "backward") for `args`; returns the variables read but not
+        passed (JAX)."""
+        scopes = []
+
+        def scope(params, values):
+            scopes.append(_WatchingScope(params, values) if self.watch else parameter_scope(params, values))
+            return scopes[-1]
+
+        solve, params = self.solve, self.params
+
+        def forward(y0, *values):
+            ys, counts, failed = solve.forward_core(y0, params, values, scope=scope)
+            return ys, counts["nfe"], counts["steps"], counts["rejected"], _flag(failed)
+
+        def backward(ys, g, *values):
+            grads, counts, failed = solve.backward_core(ys, g, params, values)
+            if counts is None:
+                zero = ops.zeros((), "int32")
+                counts = {"nfe": zero, "steps": zero, "rejected": zero}
+            return (*grads, counts["nfe"], counts["steps"], counts["rejected"], _flag(failed))
+
+        self._functions[kind, xla] = _backend.compile_function(forward if kind == "forward" else backward, args, xla=xla)
+        return {k: v for s in scopes if self.watch for k, v in s.missed.items()}
+
+    def _call(self, kind, args):
+        xla = self.xla and not _backend.tape_active()
+        if (kind, xla) not in self._functions:
+            self._trace(kind, xla, args)
+        try:
+            return self._functions[kind, xla](*args)
+        except _backend.XLA_ERRORS:
+            if not xla or (kind, xla) in self._verified:
+                raise
+            self.xla = False  # XLA cannot compile this func: the plain tf.function from now on
+            return self._call(kind, args)
+        finally:
+            self._verified.add((kind, xla))
 
     def forward(self, solve, y0, *values):
         """The compiled forward solve, for the call `solve` (same key: same problem)."""
-        ys, nfe, steps, rejected, failed = self._forward(y0, *values)
+        ys, nfe, steps, rejected, failed = self._call("forward", [y0, *values])
         if bool(failed):
             raise RuntimeError(solve._message("forward"))
         return ys, nfe, steps, rejected
 
     def backward(self, solve, ys, g, *values):
         """The compiled adjoint backward solve; its counts go to the call `solve`'s reporter."""
-        if self._backward is None:
-
-            def backward(ys, g, *values):
-                grads, counts, failed = self.solve.backward_core(ys, g, self.params, values)
-                if counts is None:
-                    zero = ops.zeros((), "int32")
-                    counts = {"nfe": zero, "steps": zero, "rejected": zero}
-                return (*grads, counts["nfe"], counts["steps"], counts["rejected"], _flag(failed))
-
-            self._backward = _backend.compile_function(backward, [ys, g, *values])
-        *grads, nfe, steps, rejected, failed = self._backward(ys, g, *values)
+        *grads, nfe, steps, rejected, failed = self._call("backward", [ys, g, *values])
         if bool(failed):
             raise RuntimeError(solve._message("backward"))
         if len(solve.times) > 1:

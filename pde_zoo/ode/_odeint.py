@@ -49,9 +49,10 @@ def odeint(
     of the number of steps, gradients for `y0` and for the parameters `adjoint_params`.
 
     Eager calls (TensorFlow eager, or JAX with concrete values) run the solver compiled
-    (`tf.function` / `jax.jit`), cached per func, method, options, times, shapes and dtypes
-    (`pde_zoo.ode._compile` says what a func's key holds); the first call of a signature
-    traces and compiles. Inside a traced function the solver's ops join that trace.
+    (`tf.function`, by XLA for a small state when no tape records; `jax.jit`), cached per func,
+    method, options, times, shapes and dtypes (`pde_zoo.ode._compile` says what a func's key
+    holds and what runs); the first call of a signature traces and compiles. Inside a traced
+    function the solver's ops join that trace.
 
     Args:
         func: callable `(t, y) -> dy/dt` written with `keras.ops`; `t` is a scalar tensor of y's
