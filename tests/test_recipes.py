@@ -244,3 +244,15 @@ def test_sigkilled_run_resumes_with_nothing_finished_lost(tmp_path):
     card = pde_zoo.cards.read_card(out)
     assert card["complete"] and card["epochs_run"] == 4 and card["resumed_after_epochs"] == [finished]
     assert [int(r["epoch"]) for r in read_history(out / "history.csv")] == [1, 2, 3, 4]
+
+
+def test_compare_runs_chooses_on_validation_within_noise():
+    sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent.parent / "scripts"))
+    import compare_runs
+
+    assert compare_runs.noise(0.995, 5000) == pytest.approx(2 * math.sqrt(2 * 0.995 * 0.005 / 5000))
+    old = {"val_accuracy": 0.9956, "data": {"validation_examples": 5000}}
+    margin = compare_runs.noise(0.9956, 5000)  # ~0.27%
+    assert compare_runs.decide(old, {**old, "val_accuracy": 0.9956 - 0.9 * margin})[0] == "keep the re-made run"
+    assert compare_runs.decide(old, {**old, "val_accuracy": 0.9956 - 1.1 * margin})[0] == "keep the preset"
+    assert compare_runs.decide(old, {**old, "val_accuracy": 0.999})[0] == "keep the re-made run"
