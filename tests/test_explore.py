@@ -27,7 +27,9 @@ from pde_zoo.explore.server import make_server, serve_in_thread, static_file
 CHROMIUM = os.environ.get("PDE_ZOO_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "explore"
+# Screenshots and timings go to a scratch directory, or, to regenerate the docs' copies, to
+# PDE_ZOO_EXPLORE_SHOTS=docs/explore (docs/explore.md says how).
+DOCS = Path(os.environ.get("PDE_ZOO_EXPLORE_SHOTS") or tempfile.mkdtemp(prefix="pde_zoo-explore-"))
 TIMED = ("pde2-50", "pdenet-16")
 
 
@@ -383,14 +385,9 @@ def _record_timings(name, forward_ms, block_ms):
 def _write_timings():
     if not _TIMINGS:
         return
-    cpu = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pde_zoo import info
+
+    cpu = "; ".join(info.cpu())
     DOCS.mkdir(parents=True, exist_ok=True)
     (DOCS / "timings.json").write_text(json.dumps({"cpu": cpu, "cores": os.cpu_count(), "when": time.strftime("%Y-%m-%d"),
                                                    "models": _TIMINGS}, indent=1) + "\n")

@@ -460,7 +460,7 @@ def test_analyze_writes_the_reports_and_the_stability_table(tmp_path, rng, mnist
         run = tmp_path / f"{name}-3"
         run.mkdir()
         model.save(run / "model.keras")
-        (run / "card.json").write_text(json.dumps({"test_accuracy": 0.91}))
+        (run / "card.json").write_text(json.dumps({"card_version": pde_zoo.cards.CARD_VERSION, "test_accuracy": 0.91}))
         runs.append((run, model))
     assert cli.main(["analyze", *(str(run) for run, _ in runs), "--out", str(tmp_path / "reports")]) == 0
     for run, model in runs:

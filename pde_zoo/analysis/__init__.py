@@ -13,16 +13,34 @@ the spectral norm of its C x C matrix symbol (`physics.system_symbol`), and the 
 rows are its diagonal stencils (for `PDESystemBlock` the channel's PDE, γ = Γ_cc); the
 propagator and path sums, defined for one stack at one resolution, are skipped.
 
+Continuous PDE models (pde1ode, pde2ode: a `PDEField` integrated by an `ODEBlock`) get one row
+per time segment (piece of the field): its coefficients, the symbol |R(h λ(p))| of one solver
+step over the steps the solver took on a test image, and stability (`continuous`). Every layer
+read implements the physics protocol (`pde_zoo.layers.physics_protocol`); one that does not is
+refused with a TypeError naming the missing method.
+
 By concern: `numerics` (the numbers, and `compare_stability` of several models), `plots` (the
 figures), `markdown` (report.md, the stability table), `report` (`analyze`: all of it written
 to a directory). Models are resolved by `pde_zoo.loading`; the command line is `pde_zoo.cli`.
 """
 
-from pde_zoo.analysis.markdown import report_markdown, stability_markdown
-from pde_zoo.analysis.numerics import AMPLIFYING, channel_stencils, compare_stability, jsonable, layer_table, model_numbers
+from pde_zoo.analysis.continuous import continuous_numbers, pde_fields_of
+from pde_zoo.analysis.markdown import (
+    continuous_markdown,
+    report_markdown,
+    stability_markdown,
+)
+from pde_zoo.analysis.numerics import (
+    AMPLIFYING,
+    channel_stencils,
+    compare_stability,
+    jsonable,
+    layer_table,
+    model_numbers,
+)
 from pde_zoo.analysis.report import analyze
 
 __all__ = [
-    "AMPLIFYING", "analyze", "channel_stencils", "compare_stability", "jsonable", "layer_table", "model_numbers",
-    "report_markdown", "stability_markdown",
+    "AMPLIFYING", "analyze", "channel_stencils", "compare_stability", "continuous_markdown", "continuous_numbers", "jsonable",
+    "layer_table", "model_numbers", "pde_fields_of", "report_markdown", "stability_markdown",
 ]

@@ -152,3 +152,68 @@ def stability_markdown(table):
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
     lines += ["| " + " | ".join(fmt(row[k], 7 if k == "max_relative_G" else 4) for k in keys) + " |" for row in table]
     return "\n".join(lines) + "\n"
+
+
+def continuous_markdown(report):
+    """report.md of a continuous PDE model (`pde_zoo.analysis.continuous`): one row per time segment."""
+    st, solve = report["stability"], report["solve"]
+    lines = [
+        f"# Physics report: {report['model']}",
+        "",
+        f"Continuous depth: {report['depth']} time segment(s) of {report['block_type']} integrated by "
+        + ", ".join(f"{s['ode_block']} ({s['method']}, rtol {fmt(s['rtol'])}, atol {fmt(s['atol'])}"
+                    + (f", step {fmt(s['step_size'])}" if s["step_size"] is not None else "") + f", t in [{fmt(s['t0'])}, {fmt(s['t1'])}])"
+                    for s in solve["solves"])
+        + f"; {report['channels']} channel(s), {report['params']} parameters; test accuracy {fmt(report['test_accuracy'])} "
+        "(from card.json, if any).",
+        "",
+        "Conventions: the field's linear part on piece k is L_k ψ = α²/2 Dxx ψ + s β Dx ψ + σ²/2 Dyy ψ + s ρ Dy ψ + γ ψ "
+        "(cross-correlation stencils, x = column, y = row, Δx = Δy = 1, zero padding) with symbol "
+        "λ_k(p) = γ - 2α² sin²(px/2) - 2σ² sin²(py/2) + i s (β sin px + ρ sin py). One explicit Runge–Kutta step of "
+        "size h multiplies the mode p by G_h(p) = R(h λ_k(p)), R(z) = 1 + z bᵀ(I - zA)⁻¹1 the method's stability "
+        "polynomial (pde_zoo.physics.rk_stability); max_p |G_h| ≤ 1 is von Neumann stability of the step. For the "
+        "ReLU field f = relu(ψ + Lψ) - ψ these are the numbers of its linear part (all gates open).",
+        "",
+        f"Step sizes: the solver's accepted steps on {solve['image']}"
+        + (f" (label {solve['label']})" if solve.get("label") is not None else "") + ", recorded by pde_zoo.ode.solve_steps; "
+        + "; ".join(
+            f"{s['ode_block']}: {s['recorded']['steps']} steps, {s['recorded']['rejected']} rejected, {s['recorded']['nfe']} "
+            f"evaluations (the ODEBlock's own solve: {s['ode_block_stats']}, "
+            f"{'equal' if s['counts_equal'] else 'NOT equal' if s['counts_equal'] is not None else 'not known'}; "
+            f"max |state difference| {fmt(s['max_abs_state_difference'], 3)})"
+            for s in solve["solves"]
+        ) + ".",
+        "",
+        "## Summary",
+        "",
+        f"- largest max_p |G_h(p)| over all steps: {fmt(st['max_abs_G'])} "
+        f"({st['n_amplifying_steps']} of {st['n_steps']} steps amplify, in {st['n_amplifying']} of {st['n_segments']} segments)",
+        f"- log10 of Π over all steps of max_p |G_h| (an ℓ² bound of the linearised solve): {fmt(st['log10_bound'])}",
+        f"- log10 of Π over segments of max_p |Π_steps G_h(p)| (the solve's own amplification): {fmt(st['log10_composite'])}; "
+        f"exact flow, Σ_k T_k max_p Re λ_k / ln 10: {fmt(st['log10_exact'])}",
+        f"- relative to the mean mode, max_p |Π G_h(p)| / |Π G_h(0)| per segment: largest {fmt(st['max_relative_G'], 7)}, "
+        f"segments > 1: {st['n_excess']}, log10 of the product {fmt(st['log10_relative_bound'])}",
+        f"- the same pieces as discrete thesis blocks (one Euler step of Δt = 1): largest max_p |1 + λ_k(p)| "
+        f"{fmt(st['max_euler_block_G'])}",
+        "",
+        "## Segments",
+        "",
+        "| segment | t | ch | α | β | σ | ρ | γ | steps | h min | h max | max_p |G_h| | log10 Π max|G_h| | "
+        "log10 max|Π G_h| | log10 exact | max|Π G_h| / |Π G_h(0)| | Euler block max|G| |",
+        "|" + "---|" * 17,
+    ]
+    for s in report["segments"]:
+        for e in s["channels"]:
+            c = e["coefficients"]
+            lines.append(
+                f"| {s['index']} | [{fmt(s['t0'])}, {fmt(s['t1'])}] | {e['channel']} | "
+                + " | ".join(fmt(c[n]) for n in COEFFICIENT_LABELS)
+                + f" | {s['n_steps']} | {fmt(s['h_min'])} | {fmt(s['h_max'])} | {fmt(e['max_abs_G'], 6)} | {fmt(e['log10_product'])} | "
+                f"{fmt(e['log10_composite'])} | {fmt(e['log10_exact'])} | {fmt(e['relative_max'], 7)} | {fmt(e['euler_block_max_abs_G'])} |"
+            )
+    lines += ["", "## Steps", "", "| segment | step | t | h | max_p |G_h(p)| |", "|---|---|---|---|---|"]
+    for s in report["segments"]:
+        for j, (t, h, g) in enumerate(zip(s["step_times"], s["step_sizes"], s["step_max_abs_G"]), start=1):
+            lines.append(f"| {s['index']} | {j} | {fmt(t)} | {fmt(h)} | {fmt(g, 6)} |")
+    lines += ["", "## Figures", ""] + [f"![{name}]({name})" for name in report["figures"]] + [""]
+    return "\n".join(lines)

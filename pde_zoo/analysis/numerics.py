@@ -42,6 +42,15 @@ def has_layer(model, name):
     return True
 
 
+def single_stack(model):
+    """The model's one `StencilStack` (the thesis models' "blocks"), or None when it has none
+    or several (stages) or is not a model."""
+    from pde_zoo.layers import StencilStack
+
+    stacks = [layer for layer in getattr(model, "layers", []) if isinstance(layer, StencilStack)]
+    return stacks[0] if len(stacks) == 1 else None
+
+
 
 def channel_stencils(block):
     """The per-channel stencils (3, 3, C) of a block: its own for a depthwise block, the
@@ -151,7 +160,8 @@ def model_numbers(model, blocks, image_index=0, data_dir=None):
         "limit": None,
     }
     # The propagator and path sums follow one channel through one stack at one resolution.
-    if has_layer(model, "blocks") and not any(r["mixes_channels"] for r in rows):
+    stack = single_stack(model)
+    if stack is not None and not any(r["mixes_channels"] for r in rows):
         stencils = [physics.channel_stencil(b, 0) for b in blocks]
         prop = physics.propagator(stencils)
         limit = physics.gaussian_limit(blocks, channel=0)
@@ -160,11 +170,12 @@ def model_numbers(model, blocks, image_index=0, data_dir=None):
         numbers["propagator"] = {"steps": len(blocks), "measured": measured, "discrete": limit["discrete"], "continuum": continuum}
         numbers["prop"], numbers["limit"] = prop, limit
         try:
-            numbers["gated"] = gated_check(model, model.get_layer("blocks"), image_index, data_dir)
+            numbers["gated"] = gated_check(model, stack, image_index, data_dir)
         except DataNotFoundError as err:
             numbers["gated"] = {"skipped": f"MNIST not available ({err})"}
     else:
-        reason = "the blocks span several stages (resolutions) or mix channels; the path sums follow one channel through one stack"
+        reason = ("a layer, not a model: no input pipeline for the path sums" if model is None else
+                  "the blocks span several stages (resolutions) or mix channels; the path sums follow one channel through one stack")
         numbers["propagator"], numbers["gated"] = {"skipped": reason}, {"skipped": reason}
     return numbers
 
@@ -188,7 +199,7 @@ def compare_stability(specs):
         model, name, card = load_with_card(spec)
         try:
             blocks = physics.blocks_of(model)
-        except ValueError:  # no residual blocks (mlp): a row with accuracy only
+        except ValueError:  # no residual blocks (mlp, continuous models): a row with accuracy only
             blocks = []
         profile = physics.amplification_profile(blocks)
         table.append({

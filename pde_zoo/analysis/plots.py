@@ -176,3 +176,53 @@ def plot_gated(gated, prop, path):
     ax.set_xlabel("block")
     ax.set_title(f"open ReLU gates, MNIST test image {gated['image_index']}", fontsize=9)
     atomic_savefig(fig, path)
+
+
+def write_continuous_figures(numbers, pairs, out):
+    """The figures of a continuous PDE model's report (`continuous.continuous_numbers`):
+    steps.png (step sizes and max_p |G_h| per step over time) and symbol_maps.png (|Π G_h(p)|
+    of up to MAP_LAYERS segments). Returns their file names."""
+    from pde_zoo.analysis.continuous import piece_operator
+    from pde_zoo.layers.physics_protocol import symbol_of_taps
+    from pde_zoo.physics import rk_stability
+
+    segments = numbers["segments"]
+    fig = blank_figure(layout="constrained", figsize=(11, 3.8))
+    ax1, ax2 = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for s in segments:
+        t = np.asarray(s["step_times"])
+        ax1.step(np.append(t, s["t1"]), np.append(s["step_sizes"], s["step_sizes"][-1:]), where="post", color="C0")
+        ax2.plot(t + np.asarray(s["step_sizes"]) / 2, s["step_max_abs_G"], "o-", color="C3", ms=3)
+        ax1.axvline(s["t0"], color="0.8", lw=0.5)
+        ax2.axvline(s["t0"], color="0.8", lw=0.5)
+    ax1.set_xlabel("t")
+    ax1.set_title("accepted step sizes h")
+    ax2.axhline(1.0, color="k", lw=0.8, ls="--")
+    ax2.set_xlabel("t (step midpoint)")
+    ax2.set_title("max_p |R(h λ_k(p))| per step")
+    atomic_savefig(fig, out / "steps.png")
+    fields = {b.name: f for b, f in pairs}
+    blocks = {b.name: b for b, _ in pairs}
+    picks = sorted(set(np.linspace(0, len(segments) - 1, min(MAP_LAYERS, len(segments))).round().astype(int).tolist()))
+    fig = blank_figure(layout="constrained", figsize=(4.2 * len(picks), 3.5))
+    p = np.linspace(-np.pi, np.pi, 129)
+    py, px = np.meshgrid(p, p, indexing="ij")
+    for n, k in enumerate(picks, start=1):
+        s = segments[k]
+        field, method = fields[s["ode_block"]], blocks[s["ode_block"]].method
+        operator = piece_operator(field, s["piece"])[1][..., 0]
+        lam = symbol_of_taps(operator, px, py)
+        g = np.ones_like(lam)
+        for h in s["step_sizes"]:
+            g = g * rk_stability.step_amplification(method, h, lam)
+        mag = np.abs(g)
+        ax = fig.add_subplot(1, len(picks), n)
+        im = ax.imshow(mag, origin="lower", extent=[-np.pi, np.pi, -np.pi, np.pi], cmap="viridis")
+        if mag.min() < 1 < mag.max():
+            ax.contour(p, p, mag, levels=[1.0], colors="w", linewidths=1)
+        ax.set_title(f"|Π R(h λ(p))| segment {s['index']} ({s['n_steps']} steps)", fontsize=9)
+        ax.set_xlabel("px")
+        ax.set_ylabel("py")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    atomic_savefig(fig, out / "symbol_maps.png")
+    return ["steps.png", "symbol_maps.png"]

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from pde_zoo.layers.physics_protocol import is_coefficient_layer
 from pde_zoo.layers.residual_block import ResidualBlock
 
 COEFFICIENT_NAMES = ("alpha", "beta", "sigma", "rho", "gamma")
@@ -33,8 +34,9 @@ def is_pde_layer(layer):
     """Whether `layer` states its linear part as the PDE of eq 39 / 40 with coefficients:
     `coefficients()` (α, β, σ, ρ, γ per channel) and `drift_scale` s (`PDEBlock`, `PDEField`,
     `PDESystemBlock`: its per-channel PDE). `pde_zoo.physics` and `pde-zoo analyze` read such a
-    layer's PDE from its coefficients, any other from its stencil taps."""
-    return hasattr(layer, "coefficients") and hasattr(layer, "drift_scale")
+    layer's PDE from its coefficients, any other from its stencil taps. The test is the physics
+    protocol's (`pde_zoo.layers.physics_protocol.CoefficientLayer`)."""
+    return is_coefficient_layer(layer)
 
 
 def taps_matrix(drift_scale, identity=True):

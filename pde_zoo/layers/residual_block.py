@@ -2,6 +2,8 @@
 
 import keras
 
+from pde_zoo.layers.physics_protocol import not_provided
+
 
 class ResidualBlock(keras.layers.Layer):
     """Abstract base of the zoo's residual blocks, the layers a `StencilStack` runs.
@@ -19,7 +21,8 @@ class ResidualBlock(keras.layers.Layer):
     correlation kernel (identity included) and b a per-channel constant, sets `fusable` to
     True and implements `taps()` -> K (3, 3, C) and `offset()` -> b (C,) or None. A
     `StencilStack` of fusable blocks runs them as one fused kernel; any other block is called
-    as a layer.
+    as a layer. The stubs below refuse and are marked `not_provided`, so the physics protocol
+    (`pde_zoo.layers.physics_protocol`) does not count them as taps.
     """
 
     @property
@@ -32,10 +35,12 @@ class ResidualBlock(keras.layers.Layer):
         del t  # autonomous
         return self(psi) - psi
 
+    @not_provided
     def taps(self):
         """The 3x3 depthwise correlation kernel of a fusable block, shape (3, 3, C)."""
         raise NotImplementedError(f"{type(self).__name__} is not fusable (fusable is False): it has no stencil taps.")
 
+    @not_provided
     def offset(self):
         """The per-channel constant added before the ReLU of a fusable block, or None."""
         raise NotImplementedError(f"{type(self).__name__} is not fusable (fusable is False): it has no stencil offset.")

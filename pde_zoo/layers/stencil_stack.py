@@ -2,7 +2,8 @@
 
 import keras
 
-from pde_zoo.layers.pde_block import PDEBlock, stacked_taps
+from pde_zoo.layers.pde_block import stacked_taps
+from pde_zoo.layers.physics_protocol import is_coefficient_layer, require
 from pde_zoo.layers.residual_block import ResidualBlock
 
 BLOCK_PREFIX = "block"
@@ -44,6 +45,15 @@ class StencilStack(keras.layers.Layer):
         for block in self.blocks:
             if not block.built:  # deserialized blocks arrive built
                 block.build(input_shape)
+        self._check_fusable()
+
+    def _check_fusable(self):
+        """A block that opts in to fusion (`fusable`, known once built) must give what the fused
+        kernel reads, `taps()` and `offset()` (the physics protocol,
+        `pde_zoo.layers.physics_protocol`): else a TypeError naming the missing method."""
+        for block in self.blocks:
+            if block.fusable:
+                require(block, "taps", "offset", reader="StencilStack's fused path (the block says fusable=True)")
 
     @property
     def uses_fast_path(self):
@@ -63,15 +73,21 @@ class StencilStack(keras.layers.Layer):
 
     @property
     def _pde_blocks_only(self):
-        """All blocks are PDE blocks: five-point kernels (corner taps always 0), built together."""
-        return all(isinstance(b, PDEBlock) for b in self.blocks)
+        """All blocks are fusable PDE blocks (the physics protocol's `CoefficientLayer`: taps from
+        `coefficients()` and `drift_scale`): five-point kernels (corner taps always 0), built
+        together by `stacked_taps`."""
+        return all(b.fusable and is_coefficient_layer(b) for b in self.blocks)
 
     def stencils(self):
         """(taps, offsets) of the depthwise blocks: taps (D, 3, 3, C), offsets (D, C) or None.
 
         PDE blocks' taps are built together (`stacked_taps`, one matmul); an offset-free block
         in a stack with offsets contributes zeros (adding 0 is exact).
+
+        Raises:
+            TypeError: a block without `taps()` or `offset()` (the physics protocol).
         """
+        self._check_fusable_members()
         if self._pde_blocks_only:
             taps = stacked_taps(self.blocks)
         else:
@@ -82,6 +98,10 @@ class StencilStack(keras.layers.Layer):
         offsets = [None if o is None else keras.ops.reshape(o, (-1,)) for o in offsets]
         zeros = keras.ops.zeros_like(next(o for o in offsets if o is not None))
         return taps, keras.ops.stack([zeros if o is None else o for o in offsets])
+
+    def _check_fusable_members(self):
+        for block in self.blocks:
+            require(block, "taps", "offset", reader="StencilStack.stencils()")
 
     def trajectory(self, inputs):
         """[ψ_0, ψ_1, ..., ψ_depth]: the input and every block's output (NumPy arrays)."""

@@ -19,6 +19,14 @@ functions), or, for stacks, a model with a "blocks" layer or one stack per stage
 - `stencil_moments`, `pde_step_moments`, `gaussian_limit`, `gaussian_on_grid`, `path_action`,
   `classical_action` (gaussian.py)
 - `amplification_map`, `max_amplification`, `von_neumann`, `amplification_profile` (stability.py)
+- one solver step on a linear PDE field (continuous depth): `stability_polynomial`,
+  `stability_function` (R(z) = 1 + z bᵀ(I - zA)⁻¹1 of a Butcher tableau), `step_amplification`
+  (R(h λ(p))), `step_stencil` (R(hL) as a stencil), `max_over_p` (rk_stability.py)
+
+What is read from a layer is the physics protocol (`pde_zoo.layers.physics_protocol`): `taps()`,
+`system_taps()`, `coefficients()` with `drift_scale`, for fields `operator_taps()`; the symbol
+is `physics_protocol.symbol_of_taps` of those taps. A layer without them is refused with a
+TypeError naming the missing method.
 """
 
 from pde_zoo.physics.gaussian import (
@@ -29,8 +37,28 @@ from pde_zoo.physics.gaussian import (
     pde_step_moments,
     stencil_moments,
 )
-from pde_zoo.physics.paths import GatedPropagator, blocks_of, correlate, gated_propagator, path_sum, propagator, stencils_of
-from pde_zoo.physics.stability import amplification_map, amplification_profile, max_amplification, von_neumann
+from pde_zoo.physics.paths import (
+    GatedPropagator,
+    blocks_of,
+    correlate,
+    gated_propagator,
+    path_sum,
+    propagator,
+    stencils_of,
+)
+from pde_zoo.physics.rk_stability import (
+    max_over_p,
+    stability_function,
+    stability_polynomial,
+    step_amplification,
+    step_stencil,
+)
+from pde_zoo.physics.stability import (
+    amplification_map,
+    amplification_profile,
+    max_amplification,
+    von_neumann,
+)
 from pde_zoo.physics.stencils import (
     IDENTITY,
     OPERATORS,
@@ -50,10 +78,41 @@ from pde_zoo.physics.stencils import (
 )
 
 __all__ = [
-    "GatedPropagator", "IDENTITY", "OPERATORS", "PDE_TERMS", "amplification_map", "amplification_profile",
-    "blocks_of", "channel_stencil", "classical_action", "continuum_coefficients", "continuum_hamiltonian",
-    "correlate", "gated_propagator", "gaussian_limit", "gaussian_on_grid", "hamiltonian", "kernel_to_pde",
-    "layer_to_pde", "max_amplification", "mixes_channels", "path_action", "path_sum", "pde_step_moments",
-    "pde_stencil", "propagator", "stencil", "stencil_moments", "stencils_of", "symbol", "system_stencil",
-    "system_symbol", "von_neumann",
+    "IDENTITY",
+    "OPERATORS",
+    "PDE_TERMS",
+    "GatedPropagator",
+    "amplification_map",
+    "amplification_profile",
+    "blocks_of",
+    "channel_stencil",
+    "classical_action",
+    "continuum_coefficients",
+    "continuum_hamiltonian",
+    "correlate",
+    "gated_propagator",
+    "gaussian_limit",
+    "gaussian_on_grid",
+    "hamiltonian",
+    "kernel_to_pde",
+    "layer_to_pde",
+    "max_amplification",
+    "max_over_p",
+    "mixes_channels",
+    "path_action",
+    "path_sum",
+    "pde_stencil",
+    "pde_step_moments",
+    "propagator",
+    "stability_function",
+    "stability_polynomial",
+    "stencil",
+    "stencil_moments",
+    "stencils_of",
+    "step_amplification",
+    "step_stencil",
+    "symbol",
+    "system_stencil",
+    "system_symbol",
+    "von_neumann",
 ]

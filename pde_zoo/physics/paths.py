@@ -14,33 +14,67 @@ import itertools
 import numpy as np
 
 from pde_zoo.layers.pde_block import squeeze_channel
+from pde_zoo.layers.physics_protocol import is_coefficient_layer, provides, require
 from pde_zoo.physics.stencils import _stencil3
 
 
 def blocks_of(layers_or_model):
     """The list of blocks of a model, a `StencilStack`, one block, a stencil array or a sequence.
 
-    A keras Model must have a layer named "blocks" (a `StencilStack`, as the thesis models
-    have), whose `.blocks` are returned, or else one `StencilStack` per stage (pdenet,
-    convresnet: "stage_1", "stage_2", ...), whose blocks are returned in model order.
-    Sequence items may be blocks or stencil arrays.
+    A keras Model contributes the blocks of its `StencilStack` layers in model order: the one
+    named "blocks" of the thesis models, or one per stage (pdenet, convresnet: "stage_1",
+    "stage_2", ...). Sequence items may be blocks or stencil arrays. Every block must implement
+    the physics protocol (`pde_zoo.layers.physics_protocol`): `coefficients()` and
+    `drift_scale`, or `taps()`, or `system_taps()`.
 
     Raises:
-        ValueError: a model with neither.
+        ValueError: a model without a `StencilStack` (mlp; the continuous models, whose PDE is
+            a field inside an `ODEBlock`: `pde_zoo.analysis.continuous`).
+        TypeError: a block outside the physics protocol (the message names the missing method).
     """
-    if hasattr(layers_or_model, "get_layer"):
-        try:
-            return list(layers_or_model.get_layer("blocks").blocks)
-        except ValueError:
-            stacks = [layer for layer in layers_or_model.layers if hasattr(layer, "blocks") and hasattr(layer, "trajectory")]
+    from pde_zoo.layers import StencilStack
+
+    if isinstance(layers_or_model, keras_model_type()):
+        stacks = [layer for layer in layers_or_model.layers if isinstance(layer, StencilStack)]
         if not stacks:
-            raise ValueError(f"Model {layers_or_model.name!r} has no layer named 'blocks' and no stage of blocks (a StencilStack), so no residual blocks to analyse (the mlp model has none).")
-        return [block for stack in stacks for block in stack.blocks]
-    if hasattr(layers_or_model, "blocks"):
-        return list(layers_or_model.blocks)
-    if isinstance(layers_or_model, np.ndarray) or hasattr(layers_or_model, "taps"):
-        return [layers_or_model]
-    return list(layers_or_model)
+            raise ValueError(
+                f"Model {layers_or_model.name!r} has no stack of residual blocks (a StencilStack layer such as the "
+                "thesis models' 'blocks', or one per stage), so no residual blocks to analyse (the mlp model has none; "
+                "the continuous models' PDE is the field of their ODEBlock)."
+            )
+        blocks = [block for stack in stacks for block in stack.blocks]
+    elif isinstance(layers_or_model, StencilStack):
+        blocks = list(layers_or_model.blocks)
+    elif isinstance(layers_or_model, np.ndarray) or is_physics_layer(layers_or_model):
+        blocks = [layers_or_model]
+    else:
+        try:
+            blocks = list(layers_or_model)
+        except TypeError:
+            blocks = [layers_or_model]  # a single layer outside the protocol: refused below, by name
+    for block in blocks:
+        check_block(block)
+    return blocks
+
+
+def keras_model_type():
+    import keras
+
+    return keras.Model
+
+
+def is_physics_layer(layer):
+    """Whether `layer` implements the physics protocol of a block (`pde_zoo.layers.physics_protocol`):
+    the PDE coefficients, depthwise taps or system taps."""
+    return is_coefficient_layer(layer) or provides(layer, "taps") or provides(layer, "system_taps")
+
+
+def check_block(block):
+    """`block` if it is a stencil array or a layer of the physics protocol, else a TypeError
+    naming the missing method (`taps()`, the least a block gives)."""
+    if isinstance(block, np.ndarray) or is_physics_layer(block):
+        return block
+    return require(block, "taps", reader="pde_zoo.physics (blocks_of: a block of the stack)")
 
 
 def stencils_of(layers_or_model):
@@ -158,7 +192,7 @@ def _offsets_of(layers, channels):
 
     out = []
     for layer in layers:
-        offset = layer.offset() if hasattr(layer, "offset") else None
+        offset = layer.offset() if provides(layer, "offset") else None
         out.append(np.zeros(channels) if offset is None else np.asarray(keras.ops.convert_to_numpy(offset), dtype=np.float64).reshape(channels))
     return out
 

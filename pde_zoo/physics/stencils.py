@@ -11,6 +11,7 @@ padding. K is the *stencil* (identity included); f = K - I is the residual kerne
 import numpy as np
 
 from pde_zoo.layers.pde_block import COEFFICIENT_NAMES, expand_channel, is_pde_layer, squeeze_channel, taps_matrix
+from pde_zoo.layers.physics_protocol import is_system_stencil_layer, provides, require, symbol_of_taps
 
 OFFSETS = np.array([-1, 0, 1])
 PDE_TERMS = ("Dxx", "Dx", "Dyy", "Dy", "I")
@@ -76,15 +77,17 @@ def stencil(layer):
     Raises:
         ValueError: unbuilt layer, a multi-channel `ResidualConvBlock` (its convolution
             mixes channels and has no per-channel stencil), or an array of the wrong shape.
-        TypeError: not a block and not an array.
+        TypeError: not an array and not a layer of the physics protocol
+            (`pde_zoo.layers.physics_protocol`: `coefficients()` and `drift_scale`, or `taps()`);
+            the message names the missing method.
     """
     if isinstance(layer, np.ndarray):
         k = np.asarray(layer, dtype=np.float64)
         if k.ndim not in (2, 3) or k.shape[:2] != (3, 3):
             raise ValueError(f"A stencil array must have shape (3, 3) or (3, 3, C). Received: shape={k.shape}")
         return k
-    if not hasattr(layer, "taps"):
-        raise TypeError(f"stencil() takes a residual block (with taps()) or a (3, 3[, C]) array. Received: {type(layer).__name__}")
+    if not is_pde_layer(layer):
+        require(layer, "taps", reader="pde_zoo.physics.stencil() (a block, or a (3, 3[, C]) array)")
     if not layer.built:
         raise ValueError(f"Layer {layer.name!r} is not built; call it on an input (or build it) before taking its stencil.")
     if is_pde_layer(layer):
@@ -145,10 +148,7 @@ def symbol(layer, px, py):
         the block has C > 1 channels.
     """
     k = _stencil3(layer)
-    px, py = np.broadcast_arrays(np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64))
-    phase_y = np.exp(1j * py[..., None] * OFFSETS)
-    phase_x = np.exp(1j * px[..., None] * OFFSETS)
-    return squeeze_channel(np.einsum("...r,...c,rck->...k", phase_y, phase_x, k))
+    return squeeze_channel(symbol_of_taps(k, px, py))
 
 
 def hamiltonian(layer, px, py):
@@ -242,7 +242,7 @@ def mixes_channels(layer):
     channel. Such a block has a C x C matrix symbol (`system_symbol`), not one per channel."""
     if isinstance(layer, np.ndarray):
         return layer.ndim == 4 and layer.shape[-1] > 1
-    return hasattr(layer, "system_taps") and getattr(layer, "channels", 1) > 1
+    return is_system_stencil_layer(layer) and getattr(layer, "channels", 1) > 1
 
 
 def system_stencil(layer):
@@ -263,7 +263,7 @@ def system_stencil(layer):
         if layer.shape[:2] != (3, 3) or layer.shape[2] != layer.shape[3]:
             raise ValueError(f"A system stencil must have shape (3, 3, C, C). Received: shape={layer.shape}")
         return np.asarray(layer, dtype=np.float64)
-    if not isinstance(layer, np.ndarray) and hasattr(layer, "system_taps"):
+    if not isinstance(layer, np.ndarray) and provides(layer, "system_taps"):
         if not layer.built:
             raise ValueError(f"Layer {layer.name!r} is not built; call it on an input (or build it) before taking its stencil.")
         import keras
@@ -291,9 +291,4 @@ def system_symbol(layer, px, py):
     Returns:
         complex128 array of the broadcast shape of px, py plus (C, C), indexed [..., c, c'].
     """
-    k = system_stencil(layer)
-    channels = k.shape[-1]
-    px, py = np.broadcast_arrays(np.asarray(px, dtype=np.float64), np.asarray(py, dtype=np.float64))
-    phase = np.exp(1j * (py[..., None, None] * OFFSETS[:, None] + px[..., None, None] * OFFSETS))  # (..., 3, 3)
-    g = phase.reshape(-1, 9) @ k.transpose(0, 1, 3, 2).reshape(9, channels * channels)
-    return g.reshape(px.shape + (channels, channels))
+    return symbol_of_taps(system_stencil(layer), px, py)
