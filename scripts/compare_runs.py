@@ -44,8 +44,9 @@ def table(pairs):
         "|---|---|---|---|---|---|---|---|",
     ]
     decisions = []
-    for name, run in pairs:
-        old, new = read_card(name), read_card(run)
+    for preset, run in pairs:
+        old, new = read_card(preset), read_card(run)
+        name = Path(preset).name  # a preset name, or a directory holding the preset's card from before
         for label, card in (("preset (before)", old), (f"`pde-zoo train --from-card {name}`", new)):
             commit = card["versions"]["commit"][:10] if card["versions"]["commit"] != "unknown" else "unknown"
             schedule = f" (of a {card['recipe']['schedule_epochs']}-epoch schedule)" if card["recipe"]["schedule_epochs"] else ""
@@ -61,7 +62,7 @@ def table(pairs):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pairs", nargs="+", metavar="PRESET=RUN_DIR")
+    parser.add_argument("pairs", nargs="+", metavar="PRESET=RUN_DIR", help="PRESET: a pretrained name, or a directory holding the card of the preset as it was")
     parser.add_argument("--out", default=None, help="write the Markdown here (default: print it)")
     args = parser.parse_args()
     pairs = []
