@@ -235,6 +235,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # two trainings, one of them on two logical devices (~25 s)
 def test_mirrored_two_devices_match_one_device(tmp_path):
     """pde_zoo's Adam under MirroredStrategy (two logical CPUs), the C++ op on each replica:
     the same per-step losses and weights as one device at the same global batch."""

@@ -57,6 +57,7 @@ def _routes(model, root):
     return paths
 
 
+@pytest.mark.slow  # per model: a training run and five SavedModel routes served in a fresh process (~10-30 s each)
 @pytest.mark.parametrize("name", MODELS)
 def test_every_route_serves_on_plain_tensorflow(name, tmp_path):
     depth = SMALL_DEPTH.get(name, 2)

@@ -41,6 +41,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a JAX subprocess (~20 s)
 def test_jax_backend_matches_tensorflow_fast_path(tmp_path):
     rng = np.random.default_rng(3)
     arrays = {"x": rng.random((3, 28, 28, 1)).astype("float32"), "images": rng.random((8, 28, 28, 1)).astype("float32"), "labels": rng.integers(0, 10, 8)}

@@ -128,6 +128,7 @@ def _tf_adjoint_gradients(arrays, case):
     return [g.numpy() for g in tape.gradient(loss, [y0, w, s])]
 
 
+@pytest.mark.slow  # a JAX subprocess running the solver suite (~60 s)
 def test_ode_on_jax_backend(tmp_path):
     rng = np.random.default_rng(7)
     arrays = {"y0": rng.normal(size=(3, 2)), "w": rng.normal(scale=0.7, size=(2, 2)), "s": np.float64(0.3)}

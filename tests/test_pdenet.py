@@ -355,6 +355,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # a JAX subprocess (~25 s)
 def test_models_run_on_the_jax_backend(tmp_path, rng):
     pytest.importorskip("jax")
     arrays = {"x": rng.random((8, 28, 28, 1)).astype("float32"), "y": rng.integers(0, 10, 8)}

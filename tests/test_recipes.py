@@ -107,6 +107,7 @@ def _cli_train(*args):
     return subprocess.run([sys.executable, "-m", "pde_zoo.cli", "train", *args, "--threads", "1"], capture_output=True, text=True)
 
 
+@pytest.mark.slow  # two CLI training runs (~40 s)
 def test_two_runs_from_one_card_give_the_same_history(tmp_path):
     for run in ("a", "b"):
         result = _cli_train("--from-card", "pde1-5", "--set", "train_examples=2000", "--set", "epochs=1", "--out", str(tmp_path / run))
@@ -191,6 +192,7 @@ def colour_runs(tmp_path_factory):
     return root, cards
 
 
+@pytest.mark.slow  # four short trainings on 32x32x3 data (~60 s, shared)
 @pytest.mark.parametrize("name", list(COLOUR_MODELS))
 def test_colour_hundred_class_data_through_the_loop(name, colour_runs):
     root, cards = colour_runs
@@ -210,6 +212,7 @@ def test_colour_hundred_class_data_through_the_loop(name, colour_runs):
     assert card["data"]["source"].startswith("npz:") and card["command"].endswith(f"--data {card['data']['source']}")
 
 
+@pytest.mark.slow  # serves the four models above in a fresh process
 def test_colour_models_serve_in_plain_tensorflow(colour_runs, tmp_path):
     root, _ = colour_runs
     x = np.random.default_rng(1).random((4, 32, 32, 3)).astype("float32")

@@ -114,6 +114,7 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "pde_zoo.cli", *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow  # five CLI subprocesses (~45 s)
 def test_cli_list_eval_and_errors(short_run, tmp_path):
     out, card = short_run
     listing = run_cli("list", "pde*")
