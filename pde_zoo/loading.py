@@ -46,6 +46,7 @@ def load_keras_file(path, compile=True):
     """`keras.saving.load_model`, with a ValueError naming the cause: the file is missing, is not a
     complete .keras (zip) archive, or uses a custom class that is not registered."""
     import pde_zoo.layers  # noqa: F401  (registers the custom layers)
+    import pde_zoo.optimizers  # noqa: F401  (registers the Adam a compiled model is saved with)
 
     path = Path(path)
     if not path.is_file():

@@ -84,3 +84,15 @@ def test_wrong_path_kinds(tmp_path):
         pde_zoo.load(tmp_path / "weights.h5")
     with pytest.raises(ValueError, match="neither model.keras nor saved_model.pb"):
         pde_zoo.load(tmp_path)
+
+
+def test_a_package_made_preset_loads_compiled_in_a_fresh_process():
+    """pde_zoo imports lazily: loading must register the zoo's Adam, which a package-trained
+    model is saved with (its optimizer config names pde_zoo>Adam)."""
+    import subprocess
+    import sys
+
+    code = "import pde_zoo; m = pde_zoo.load('pde2ode-5'); print(type(m.optimizer).__module__)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "pde_zoo.optimizers"

@@ -100,22 +100,7 @@ def odeint(
         NotImplementedError: reverse-mode autodiff on JAX through an adaptive method (or a fixed
             method with traced times) with `adjoint=False`; use `adjoint=True`.
     """
-    solver = _get_solver(method)
-    _check_positive(rtol=rtol, atol=atol, max_steps=max_steps)
-    if step_size is not None:
-        _check_positive(step_size=step_size)
-    elif not solver.adaptive:
-        raise ValueError(
-            f"method={method!r} is a fixed-step method and needs `step_size`: pass e.g. "
-            f"step_size=0.1 (each output interval is covered by ceil(interval / step_size) equal "
-            f"steps), or use an adaptive method such as 'dopri5'. Received: step_size=None"
-        )
-    y0 = ops.convert_to_tensor(y0)
-    dtype = keras.backend.standardize_dtype(y0.dtype)
-    if "float" not in dtype:
-        y0 = ops.cast(y0, keras.backend.floatx())
-        dtype = keras.backend.floatx()
-    times, static = _prepare_times(t, dtype)
+    solver, y0, dtype, times, static = _checked_problem(method, y0, t, rtol, atol, step_size, max_steps)
     options = dict(
         static=static, dtype=dtype, rtol=float(rtol), atol=float(atol),
         step_size=None if step_size is None else float(step_size), max_steps=int(max_steps),
@@ -151,6 +136,28 @@ def odeint(
 
 
 # --------------------------------------------------------------------------- validation
+
+
+def _checked_problem(method, y0, t, rtol, atol, step_size, max_steps):
+    """(solver, y0 as a float tensor, its dtype, times, whether the times are static) after the
+    checks `odeint` and `solve_steps` share; ValueError naming the bad argument."""
+    solver = _get_solver(method)
+    _check_positive(rtol=rtol, atol=atol, max_steps=max_steps)
+    if step_size is not None:
+        _check_positive(step_size=step_size)
+    elif not solver.adaptive:
+        raise ValueError(
+            f"method={method!r} is a fixed-step method and needs `step_size`: pass e.g. "
+            f"step_size=0.1 (each output interval is covered by ceil(interval / step_size) equal "
+            f"steps), or use an adaptive method such as 'dopri5'. Received: step_size=None"
+        )
+    y0 = ops.convert_to_tensor(y0)
+    dtype = keras.backend.standardize_dtype(y0.dtype)
+    if "float" not in dtype:
+        y0 = ops.cast(y0, keras.backend.floatx())
+        dtype = keras.backend.floatx()
+    times, static = _prepare_times(t, dtype)
+    return solver, y0, dtype, times, static
 
 
 def _get_solver(method):

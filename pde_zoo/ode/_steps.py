@@ -14,11 +14,10 @@ op-by-op, no gradient, no adjoint.
 import math
 from dataclasses import dataclass, field
 
-import keras
 import numpy as np
 from keras import ops
 
-from pde_zoo.ode._odeint import _build, _check_positive, _get_solver, _prepare_times
+from pde_zoo.ode._odeint import _build, _checked_problem
 
 __all__ = ["SolveSteps", "solve_steps"]
 
@@ -61,18 +60,7 @@ def solve_steps(func, y0, t, method="dopri5", rtol=1e-6, atol=1e-8, step_size=No
         ValueError: the arguments `odeint` refuses.
         RuntimeError: an adaptive solve that needs more than `max_steps` attempts.
     """
-    solver = _get_solver(method)
-    _check_positive(rtol=rtol, atol=atol, max_steps=max_steps)
-    if step_size is not None:
-        _check_positive(step_size=step_size)
-    elif not solver.adaptive:
-        raise ValueError(f"method={method!r} is a fixed-step method and needs `step_size`. Received: step_size=None")
-    y0 = ops.convert_to_tensor(y0)
-    dtype = keras.backend.standardize_dtype(y0.dtype)
-    if "float" not in dtype:
-        y0 = ops.cast(y0, keras.backend.floatx())
-        dtype = keras.backend.floatx()
-    times, static = _prepare_times(t, dtype)
+    solver, y0, dtype, times, static = _checked_problem(method, y0, t, rtol, atol, step_size, max_steps)
     if not static:
         raise ValueError("solve_steps needs output times known now (a list, NumPy array or eager tensor).")
     _build(func, times, y0, dtype)
