@@ -4,14 +4,22 @@ Public surface: `build`, `list_models`, `load`, `predict`, `evaluate`, `compile_
 `train_from_card`, `list_recipes`, `list_pretrained`, `pretrained_config`, `register_model`,
 `pde_zoo.layers`, `pde_zoo.physics`, `pde_zoo.ode`.
 
-Names are imported on first use (PEP 562), so `import pde_zoo` and `pde-zoo --help` do not
-start TensorFlow, and the `pde-zoo` command can quieten TensorFlow's start-up lines before it
-loads (`pde_zoo.console`).
+`import pde_zoo` registers the custom layers and the zoo's Adam with `keras.saving` (so
+`keras.saving.load_model` reads the zoo's files); the other names are imported on first use
+(PEP 562). Run as the `pde-zoo` command, the package first quietens TensorFlow's start-up lines
+(`pde_zoo.console`), unless `--verbose` or PDE_ZOO_VERBOSE=1.
 """
 
 import importlib
 
-from pde_zoo._version import __version__
+from pde_zoo import console as _console
+
+if _console.cli_invocation() and not _console.verbose():
+    _console.quiet_stderr()
+
+from pde_zoo import layers  # noqa: E402  (registration with keras.saving)
+from pde_zoo import optimizers  # noqa: E402, F401  (registration of the zoo's Adam)
+from pde_zoo._version import __version__  # noqa: E402
 
 _EXPORTS = {
     "build": "pde_zoo.registry", "get_spec": "pde_zoo.registry", "list_models": "pde_zoo.registry", "register_model": "pde_zoo.registry",

@@ -362,7 +362,7 @@ def main(argv=None):
 
     args = make_parser().parse_args(argv)
     if not (args.verbose or console.verbose()):
-        console.quiet_stderr()
+        console.quiet_stderr()  # idempotent: the package root installed it already when run as pde-zoo
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, DownloadError) as err:

@@ -53,8 +53,18 @@ def is_noise(line):
 
 
 def verbose():
-    """Whether the user asked for TensorFlow's own start-up lines (PDE_ZOO_VERBOSE=1)."""
-    return os.environ.get(VERBOSE_ENV, "") not in ("", "0")
+    """Whether the user asked for TensorFlow's own start-up lines (PDE_ZOO_VERBOSE=1, or
+    `--verbose` on the `pde-zoo` command line)."""
+    return os.environ.get(VERBOSE_ENV, "") not in ("", "0") or "--verbose" in sys.argv[1:] + list(getattr(sys, "orig_argv", []))
+
+
+def cli_invocation():
+    """Whether this process is the `pde-zoo` command (its console script or `python -m pde_zoo.cli`),
+    read from the command line before anything is imported."""
+    if sys.argv and os.path.basename(sys.argv[0]) == "pde-zoo":
+        return True
+    orig = list(getattr(sys, "orig_argv", []))
+    return any(orig[i:i + 2] == ["-m", "pde_zoo.cli"] for i in range(len(orig)))
 
 
 def quiet_stderr():

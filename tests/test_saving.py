@@ -96,3 +96,14 @@ def test_a_package_made_preset_loads_compiled_in_a_fresh_process():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "pde_zoo.optimizers"
+
+
+def test_import_pde_zoo_registers_the_custom_objects_for_keras(tmp_path):
+    """A practitioner's `import pde_zoo` then `keras.saving.load_model` reads the zoo's files."""
+    import subprocess
+    import sys
+
+    code = "import keras, pde_zoo, sys; keras.saving.load_model(sys.argv[1]); print('ok')"
+    path = str(__import__("pde_zoo").pretrained.resolve("pdenet-16") / "model.keras")
+    result = subprocess.run([sys.executable, "-c", code, path], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-2000:]
