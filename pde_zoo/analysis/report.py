@@ -93,10 +93,7 @@ def _write_discrete(model, name, card, blocks, out, image_index, data_dir, param
         "figures": write_figures(numbers, blocks, out),
         "out_dir": str(out),
     }
-    atomic_write_text(out / "report.md", report_markdown(report))
-    report = jsonable(report)
-    atomic_write_json(out / "report.json", report)
-    return report
+    return _write(report, report_markdown(report), out)
 
 
 def _analyze_continuous(model, name, card, out, image_index, data_dir):
@@ -118,7 +115,12 @@ def _analyze_continuous(model, name, card, out, image_index, data_dir):
         "figures": write_continuous_figures(numbers, pairs, out),
         "out_dir": str(out),
     }
-    atomic_write_text(out / "report.md", continuous_markdown(report))
+    return _write(report, continuous_markdown(report), out)
+
+
+def _write(report, markdown, out):
+    """Write report.md and report.json (the report made JSON-safe) under `out`; returns the latter."""
+    atomic_write_text(out / "report.md", markdown)
     report = jsonable(report)
     atomic_write_json(out / "report.json", report)
     return report
