@@ -26,9 +26,11 @@ CASES = {
     "PDEBlock": lambda c: (layers.PDEBlock(drift_scale=0.5), False),
     "ResidualConvBlock": lambda c: (layers.ResidualConvBlock(), False),
     "PDESystemBlock": lambda c: (layers.PDESystemBlock(), False),
+    "EulerStep": lambda c: (layers.EulerStep(layers.PDESystemField(activation=None, stable=True), time_step=0.5), False),
     "StencilStack": lambda c: (layers.StencilStack([layers.PDE1Block(), layers.PDE2Block(), layers.ResidualConvBlock()]), False),
     "PDEField": _field(layers.PDEField),
     "PDESystemField": _field(layers.PDESystemField),
+    "LinearConvField": _field(layers.LinearConvField),
     "ConvField": _field(layers.ConvField),
     "ODEBlock": lambda c: (layers.ODEBlock(layers.PDEField(), t1=1.0, method="rk4", step_size=0.5), False),
 }

@@ -15,10 +15,10 @@ import pde_zoo
 from numpy_reference import dx, dxx, dy, dyy
 from pde_zoo import cli, physics
 from pde_zoo.layers import ODEBlock, PDESystemBlock, PDESystemField, ResidualConvBlock, StencilStack
-from pde_zoo.layers.pde_system_block import spectral_norm_bound
+from pde_zoo.layers.pde_system_field import spectral_norm_bound
 from pde_zoo.models.pdenet import DEFAULT_CHANNELS, stage_layout
 
-LX, LY, LM = 0.25, 0.25, 0.5  # the stable split, restated (PDESystemWeights)
+LX, LY, LM = 0.25, 0.25, 0.5  # the stable split, restated (PDESystemField)
 NAMES = ("alpha", "beta", "sigma", "rho", "mixing", "bias")
 
 
@@ -56,7 +56,7 @@ def system_step(psi, alpha, drift_x, sigma, drift_y, gamma, bias, relu=True):
 def periodic_linear_step(block, psi):
     """ψ + Aψ on a periodic grid: the block's own operator on a wrap-padded image, cropped, bias removed."""
     padded = np.pad(psi, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="wrap")
-    out = keras.ops.convert_to_numpy(block.pre_activation(keras.ops.convert_to_tensor(padded)))[:, 1:-1, 1:-1]
+    out = keras.ops.convert_to_numpy(block.field.explicit_step(keras.ops.convert_to_tensor(padded), block.time_step))[:, 1:-1, 1:-1]
     return out - keras.ops.convert_to_numpy(block.bias)
 
 
@@ -129,7 +129,7 @@ def test_system_taps_are_the_linear_update_and_the_symbol_its_plane_wave_matrix(
     x = rng.normal(size=(1, 6, 7, 3))
     padded = np.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
     expected = sum(np.einsum("nhwi,io->nhwo", padded[:, r : r + 6, s : s + 7], k[r, s]) for r in range(3) for s in range(3))
-    got = keras.ops.convert_to_numpy(block.pre_activation(x.astype("float32"))) - keras.ops.convert_to_numpy(block.bias)
+    got = keras.ops.convert_to_numpy(block.field.explicit_step(x.astype("float32"), block.time_step)) - keras.ops.convert_to_numpy(block.bias)
     np.testing.assert_allclose(got, expected, atol=1e-5)
     # On a periodic 8 x 8 grid ψ = v e^{i(px j + py i)} is mapped to G(p) v e^{i(px j + py i)}.
     n, (ky, kx) = 8, (3, 5)

@@ -9,7 +9,8 @@ import math
 import numpy as np
 
 from pde_zoo import physics
-from pde_zoo.layers.pde_block import expand_channel, is_pde_layer
+from pde_zoo.layers._stencil_math import expand_channel
+from pde_zoo.layers.physics_protocol import is_coefficient_layer
 from pde_zoo.loading import load_with_card
 
 AMPLIFYING = 1.0 + 1e-9  # max|G| above this counts as an amplifying block (float noise allowed)
@@ -76,7 +77,7 @@ def layer_table(blocks):
     for index, block in enumerate(blocks, start=1):
         mixing = physics.mixes_channels(block)
         k = channel_stencils(block)
-        coefficients = {n: np.reshape(v, -1) for n, v in block.coefficients().items()} if is_pde_layer(block) else None
+        coefficients = {n: np.reshape(v, -1) for n, v in block.coefficients().items()} if is_coefficient_layer(block) else None
         channels = []
         for c in range(k.shape[-1]):
             fit, residual = physics.kernel_to_pde(k[..., c] - physics.IDENTITY)

@@ -412,7 +412,7 @@ class ModelView:
     def _block_physics(self, index, channel):
         from pde_zoo import physics
         from pde_zoo.analysis import channel_stencils, layer_table
-        from pde_zoo.layers.pde_block import is_pde_layer
+        from pde_zoo.layers.physics_protocol import is_coefficient_layer
 
         started = time.perf_counter()
         block = self.blocks[index - 1]
@@ -428,7 +428,7 @@ class ModelView:
             # fit, residual, max|G|); the coefficients and von Neumann numbers of channel c.
             fit, residual = physics.kernel_to_pde(stencil - physics.IDENTITY)
             entry = {"channel": c, "fit": fit, "residual": residual, "max_abs_G": physics.max_amplification(stencil)}
-            if is_pde_layer(block):
+            if is_coefficient_layer(block):
                 values = {n: float(np.reshape(v, -1)[c]) for n, v in block.coefficients().items()}
                 entry.update(coefficients=values, drift_scale=block.drift_scale,
                              von_neumann=physics.von_neumann(**values, drift_scale=block.drift_scale))

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from pde_zoo.layers.vector_field import VectorField
+from pde_zoo.layers.vector_field import VectorField, nhwc_channels
 
 
 def group_norm(channels, name):
@@ -26,7 +26,7 @@ class ConvField(VectorField):
     """
 
     def build(self, input_shape):
-        channels = int(input_shape[-1])
+        channels = nhwc_channels(self, input_shape)
         conv_shape = tuple(input_shape[:-1]) + (channels + 1,)
         self.norm_1, self.norm_2, self.norm_3 = (group_norm(channels, f"norm_{i}") for i in (1, 2, 3))
         self.conv_1, self.conv_2 = (keras.layers.Conv2D(channels, 3, padding="same", name=f"conv_{i}") for i in (1, 2))

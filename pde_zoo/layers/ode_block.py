@@ -2,7 +2,7 @@
 
 import keras
 
-from pde_zoo.layers.vector_field import VectorField
+from pde_zoo.layers.vector_field import vector_field_argument
 from pde_zoo.ode import METHODS, odeint
 
 
@@ -54,14 +54,7 @@ class ODEBlock(keras.layers.Layer):
         max_steps=1000, **kwargs,
     ):
         super().__init__(**kwargs)
-        if isinstance(field, dict):
-            field = keras.saving.deserialize_keras_object(field)
-        if not isinstance(field, VectorField):
-            raise TypeError(
-                "ODEBlock integrates a vector field: a pde_zoo.layers.VectorField layer called as field(t, ψ) "
-                f"(e.g. PDEField, ConvField). Received: field={type(field).__name__}. For a residual block use "
-                "pde_zoo.ode.odeint(block.vector_field, ...)."
-            )
+        field = vector_field_argument(field, "ODEBlock", "PDEField, ConvField; for a residual block use odeint(block.vector_field, ...)")
         if not float(t1) > float(t0):
             raise ValueError(f"ODEBlock needs t1 > t0. Received: t0={t0}, t1={t1}")
         if method not in METHODS:

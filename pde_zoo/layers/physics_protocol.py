@@ -96,7 +96,7 @@ MEMBERS = {
     CoefficientLayer: ("coefficients", "drift_scale"),
     PiecewiseFieldLayer: ("operator_taps", "coefficients", "drift_scale", "pieces", "horizon"),
 }
-METHODS = {"taps", "system_taps", "coefficients", "operator_taps", "offset"}
+METHODS = {"taps", "system_taps", "coefficients", "operator_taps", "offset", "step_taps", "step_offset", "step_system_taps"}
 
 
 def not_provided(method):

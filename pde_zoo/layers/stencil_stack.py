@@ -2,8 +2,9 @@
 
 import keras
 
-from pde_zoo.layers.pde_block import stacked_taps
-from pde_zoo.layers.physics_protocol import is_coefficient_layer, require
+from pde_zoo.layers.euler_step import EulerStep
+from pde_zoo.layers.pde_field import PDEField, stacked_step_taps
+from pde_zoo.layers.physics_protocol import require
 from pde_zoo.layers.residual_block import ResidualBlock
 
 BLOCK_PREFIX = "block"
@@ -73,15 +74,14 @@ class StencilStack(keras.layers.Layer):
 
     @property
     def _pde_blocks_only(self):
-        """All blocks are fusable PDE blocks (the physics protocol's `CoefficientLayer`: taps from
-        `coefficients()` and `drift_scale`): five-point kernels (corner taps always 0), built
-        together by `stacked_taps`."""
-        return all(b.fusable and is_coefficient_layer(b) for b in self.blocks)
+        """All blocks are fusable Euler steps of `PDEField`s: five-point kernels (corner taps always
+        0), built together by `stacked_step_taps` from their fields."""
+        return all(isinstance(b, EulerStep) and isinstance(b.field, PDEField) and b.fusable for b in self.blocks)
 
     def stencils(self):
         """(taps, offsets) of the depthwise blocks: taps (D, 3, 3, C), offsets (D, C) or None.
 
-        PDE blocks' taps are built together (`stacked_taps`, one matmul); an offset-free block
+        PDE blocks' taps are built together from their fields (`stacked_step_taps`, one matmul); an offset-free block
         in a stack with offsets contributes zeros (adding 0 is exact).
 
         Raises:
@@ -89,7 +89,7 @@ class StencilStack(keras.layers.Layer):
         """
         self._check_fusable_members()
         if self._pde_blocks_only:
-            taps = stacked_taps(self.blocks)
+            taps = stacked_step_taps([b.field for b in self.blocks], [b.time_step for b in self.blocks])
         else:
             taps = keras.ops.stack([b.taps() for b in self.blocks])
         offsets = [b.offset() for b in self.blocks]

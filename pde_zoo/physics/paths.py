@@ -13,7 +13,7 @@ import itertools
 
 import numpy as np
 
-from pde_zoo.layers.pde_block import squeeze_channel
+from pde_zoo.layers._stencil_math import squeeze_channel
 from pde_zoo.layers.physics_protocol import is_coefficient_layer, provides, require
 from pde_zoo.physics.stencils import _stencil3
 

@@ -26,12 +26,12 @@ Blocks that mix channels (`PDESystemBlock`: ψ + Aψ with a channel mixing Γ; a
 `ResidualConvBlock`) multiply the plane wave v e^{ip·x} (v in C^C) by a C x C matrix G(p)
 (`system_symbol`); the step is non-expanding in ℓ² iff max_p ‖G(p)‖₂ ≤ 1 (spectral norm),
 which `max_amplification` returns for them. `PDESystemBlock(stable=True)` satisfies it for
-any weights (proof in `pde_zoo.layers.pde_system_block.PDESystemWeights`).
+any weights (proof in `pde_zoo.layers.PDESystemField`).
 """
 
 import numpy as np
 
-from pde_zoo.layers.pde_block import squeeze_channel
+from pde_zoo.layers._stencil_math import squeeze_channel
 from pde_zoo.physics.paths import _per_channel, blocks_of
 from pde_zoo.physics.stencils import OFFSETS, _stencil3, mixes_channels, symbol, system_stencil, system_symbol
 

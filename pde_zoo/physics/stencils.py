@@ -10,47 +10,12 @@ padding. K is the *stencil* (identity included); f = K - I is the residual kerne
 
 import numpy as np
 
-from pde_zoo.layers.pde_block import COEFFICIENT_NAMES, expand_channel, is_pde_layer, squeeze_channel, taps_matrix
-from pde_zoo.layers.physics_protocol import is_system_stencil_layer, provides, require, symbol_of_taps
-
-OFFSETS = np.array([-1, 0, 1])
-PDE_TERMS = ("Dxx", "Dx", "Dyy", "Dy", "I")
-
-# The eq-22 operators as correlation stencils, rows dy = -1, 0, 1 (north, centre, south),
-# columns dx = -1, 0, 1 (west, centre, east).
-OPERATORS = {
-    "Dxx": np.array([[0.0, 0.0, 0.0], [1.0, -2.0, 1.0], [0.0, 0.0, 0.0]]),
-    "Dx": np.array([[0.0, 0.0, 0.0], [-0.5, 0.0, 0.5], [0.0, 0.0, 0.0]]),
-    "Dyy": np.array([[0.0, 1.0, 0.0], [0.0, -2.0, 0.0], [0.0, 1.0, 0.0]]),
-    "Dy": np.array([[0.0, -0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 0.5, 0.0]]),
-    "I": np.array([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]),
-}
-IDENTITY = OPERATORS["I"]
-
-
-def pde_stencil(alpha, beta, sigma, rho, gamma, drift_scale=1.0):
-    """The stencil of one PDE block from raw coefficients (eq 24 in 2-D):
-
-        K = I + α²/2 Dxx + s β Dx + σ²/2 Dyy + s ρ Dy + γ I,   s = drift_scale,
-
-    i.e. centre 1 + γ - α² - σ², east/west α²/2 ± sβ/2, south/north σ²/2 ± sρ/2 (the map of
-    `pde_zoo.layers.pde_block.taps_matrix`, evaluated in float64).
-
-    Args:
-        alpha, beta, sigma, rho, gamma: scalars, or arrays of one shape (one per channel).
-        drift_scale: `s`; 1 for PDE1 (eq 39), -1/8 for PDE2 (eq 40).
-
-    Returns:
-        float64 array (3, 3) for scalar coefficients, (3, 3, C) for coefficients of shape (C,).
-    """
-    alpha, beta, sigma, rho, gamma = np.broadcast_arrays(
-        *(np.asarray(v, dtype=np.float64) for v in (alpha, beta, sigma, rho, gamma))
-    )
-    s = float(drift_scale)
-    # taps_matrix(1) has exactly representable entries; the drift scale is applied in float64.
-    u = np.stack([np.ones_like(alpha), alpha**2, sigma**2, s * beta, s * rho, gamma])
-    taps = np.tensordot(taps_matrix(1.0).astype(np.float64), u, axes=1)
-    return taps.reshape((3, 3) + alpha.shape)
+from pde_zoo.layers._stencil_math import (  # noqa: F401  OPERATORS, PDE_TERMS, IDENTITY, pde_stencil: public here too
+    COEFFICIENT_NAMES, IDENTITY, OPERATORS, PDE_TERMS, expand_channel, pde_stencil, squeeze_channel,
+)
+from pde_zoo.layers.physics_protocol import (  # noqa: F401  OFFSETS: public here too
+    OFFSETS, is_coefficient_layer, is_system_stencil_layer, provides, require, symbol_of_taps,
+)
 
 
 def _stencil3(layer):
@@ -86,13 +51,14 @@ def stencil(layer):
         if k.ndim not in (2, 3) or k.shape[:2] != (3, 3):
             raise ValueError(f"A stencil array must have shape (3, 3) or (3, 3, C). Received: shape={k.shape}")
         return k
-    if not is_pde_layer(layer):
+    if not is_coefficient_layer(layer):
         require(layer, "taps", reader="pde_zoo.physics.stencil() (a block, or a (3, 3[, C]) array)")
     if not layer.built:
         raise ValueError(f"Layer {layer.name!r} is not built; call it on an input (or build it) before taking its stencil.")
-    if is_pde_layer(layer):
+    if is_coefficient_layer(layer):
         coefficients = layer.coefficients()
-        return pde_stencil(*(coefficients[n] for n in COEFFICIENT_NAMES), drift_scale=layer.drift_scale)
+        time_step = getattr(layer, "time_step", 1.0)  # an Euler step's Δt (fields: their step of Δt = 1)
+        return pde_stencil(*(coefficients[n] for n in COEFFICIENT_NAMES), drift_scale=layer.drift_scale, time_step=time_step)
     import keras
 
     try:
@@ -203,7 +169,7 @@ def continuum_coefficients(layer, channel=None):
     block these are exactly α², σ², sβ, sρ, γ; for any other block they come from the
     `kernel_to_pde` projection (alpha2 = 2 Dxx, drift_x = Dx, ...), which drops the corners.
     """
-    if is_pde_layer(layer):
+    if is_coefficient_layer(layer):
         c = {n: np.asarray(v, dtype=np.float64) for n, v in layer.coefficients().items()}
         index = _check_channel(c["alpha"].shape[0] if c["alpha"].ndim else 1, channel)
         c = {n: v.reshape(-1)[index] for n, v in c.items()}
