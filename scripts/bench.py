@@ -7,6 +7,10 @@ One process, side by side, alternating repeats, medians:
   reference c_ResNet written the idiomatic Keras way
   (`keras.layers.Conv2D` + `Add` + `ReLU`, kept here), at depths 5 and 50: a bare `fit` over
   cached batches, the steady-state step rate;
+- the matched pair at depth 16 (`PAIR`): pdenet-16 (channels 32) against convresnet-16 (channels
+  14, as many parameters) and against pdenet written the idiomatic Keras way (`keras_pdenet`:
+  the same stem and transitions, each block relu(x + Conv2D 1x1(DepthwiseConv2D 3x3(x)))), the
+  ratio column relative to the latter; `--no-pair` leaves them out;
 - the `train()` path for the models `pde-zoo train` trains (`--train-path`, default the thesis
   sweep: mlp, pde1, pde2, resnet): whole epochs of `pde_zoo.training.fit_epochs`, the loop of
   `training.train` (MNIST shuffled by tf.data each epoch, the test set evaluated after every
@@ -16,7 +20,8 @@ One process, side by side, alternating repeats, medians:
   and of its exported SavedModel;
 - peak resident memory of each model (a child process per model: build, 20 train steps,
   one batch-1024 inference).
-Prints a table with ratios to the reference Conv2D c_ResNet at the same depth, writes JSON,
+Prints a table (the CPU model and its vector extensions in its header) with ratios to the reference
+Conv2D c_ResNet at the same depth, writes JSON,
 and with --readme regenerates the performance block of docs/performance.md. The shared machines' speed
 drifts (the same run ~1.7x slower another day): compare absolute seconds only within one run,
 ratios across runs.
@@ -27,6 +32,7 @@ import json
 import os
 import platform
 import shutil
+import math
 import statistics
 import subprocess
 import sys
@@ -67,19 +73,60 @@ def reference_resnet(depth):
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name=run_name("keras_conv2d_resnet", depth))
 
 
+# The matched pair of the multi-channel models (scripts/train_pdenet.sh accuracy: <= 0.25M parameters each)
+# and the idiomatic Keras form of pdenet, side by side at depth 16: key -> (name, depth, builder options).
+PAIR = {
+    "pdenet-16": ("pdenet", 16, {"channels": 32}),
+    "convresnet-16": ("convresnet", 16, {"channels": 14}),
+    "keras_pdenet-16": ("keras_pdenet", 16, {"channels": 32}),
+}
+PAIR_REF = "keras_pdenet-16"
+
+
+def keras_pdenet(depth, channels):
+    """pdenet written the idiomatic Keras way, the control of the pair: the same stem, transitions and
+    head (`pde_zoo.models.pdenet.staged_network`'s layout), each block relu(x + Conv2D(C, 1)(DepthwiseConv2D(3)(x)))
+    (a depthwise 3x3 with a free kernel, then a 1x1 channel mixing with bias: as many weights per block as
+    a PDESystemBlock's stencil and mixing, plus the depthwise kernel's free taps)."""
+    from pde_zoo.models.pdenet import NORM_GROUPS, stage_layout
+
+    def conv_norm_relu(x, filters, strides, name):
+        x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = keras.layers.GroupNormalization(groups=math.gcd(filters, NORM_GROUPS), epsilon=1e-5, name=f"{name}_norm")(x)
+        return keras.layers.ReLU(name=f"{name}_relu")(x)
+
+    inputs = keras.Input((28, 28, 1))
+    x = conv_norm_relu(inputs, channels, 1, "stem")
+    for k, blocks in enumerate(stage_layout(depth), start=1):
+        width = channels * 2 ** (k - 1)
+        if k > 1:
+            x = conv_norm_relu(x, width, 2, f"transition_{k - 1}")
+        for t in range(blocks):
+            update = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"s{k}_b{t}_stencil")(x)
+            update = keras.layers.Conv2D(width, 1, name=f"s{k}_b{t}_mixing")(update)
+            x = keras.layers.ReLU(name=f"s{k}_b{t}_relu")(keras.layers.Add(name=f"s{k}_b{t}_add")([x, update]))
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name=run_name("keras_pdenet", depth))
+
+
 def make_model(key):
+    if key in PAIR:
+        name, depth, options = PAIR[key]
+        model = keras_pdenet(depth, **options) if name == "keras_pdenet" else pde_zoo.build(name, depth, **options)
+        return pde_zoo.compile_model(model)
     name, depth = parse_run_name(key)
     model = reference_resnet(depth) if name == "ref" else pde_zoo.build(name, depth)
     return pde_zoo.compile_model(model)
 
 
-def cases(depths, models=None):
-    """The run's keys in order: mlp-0, then per depth the reference and the zoo's block models
-    (only the names in `models`, when given)."""
+def cases(depths, models=None, pair=True):
+    """The run's keys in order: mlp-0, then per depth the reference and the zoo's block models,
+    then the matched pair at depth 16 (`PAIR`; with `pair`) (only the names in `models`, when given)."""
     keys = [run_name("mlp", 0)]
     for d in depths:
         keys += [run_name(n, d) for n in ("ref", "pde1", "pde2", "resnet", "pdenet", "convresnet")]
-    return [k for k in keys if models is None or parse_run_name(k)[0] in models]
+    keys = [k for k in keys if models is None or parse_run_name(k)[0] in models]
+    return keys + [k for k, (n, _, _) in PAIR.items() if pair and (models is None or n in models)]
 
 
 def train_dataset(steps):
@@ -168,7 +215,8 @@ def call_times(fn, x, calls):
 
 
 def memory_child(key):
-    """Runs in a child process: peak RSS (MiB) of building, training 20 steps and one inference."""
+    """Runs in a child process: peak RSS (MiB) of building, training 20 steps and one inference
+    (the resident memory of a training step: model, gradients, optimizer state, activations)."""
     model = make_model(key)
     model.fit(train_dataset(20), epochs=1, verbose=0, shuffle=False)
     model.predict_on_batch(np.zeros((INFER_BATCH, 28, 28, 1), np.float32))
@@ -180,10 +228,10 @@ def memory_child(key):
 def run(args, path_data=None, run_dir=None):
     import tensorflow as tf
 
-    keys = cases(args.depths, args.models)
+    keys = cases(args.depths, args.models, args.pair)
     ds = train_dataset(args.steps)
     models = {k: make_model(k) for k in keys}
-    path_keys = [k for k in keys if path_data is not None and parse_run_name(k)[0] in args.train_path]
+    path_keys = [k for k in keys if path_data is not None and k not in PAIR and parse_run_name(k)[0] in args.train_path]
     path_models = {k: make_model(k) for k in path_keys}  # their own copies: train()'s traces stay apart
     for k in keys:  # warm-up: tracing and first-step costs are not throughput
         time_fit(models[k], ds)
@@ -233,7 +281,7 @@ def run(args, path_data=None, run_dir=None):
             out = subprocess.run([sys.executable, __file__, "--memory-child", k, "--threads", str(args.threads)], capture_output=True, text=True)
             results[k]["peak_rss_mib"] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"] if out.returncode == 0 else None
     for k in keys:
-        ref = results.get(run_name("ref", parse_run_name(k)[1]))
+        ref = results.get(PAIR_REF if k in PAIR else run_name("ref", parse_run_name(k)[1]))
         results[k]["train_speedup_vs_ref"] = results[k]["train_images_per_s"] / ref["train_images_per_s"] if ref else None
         mlp = results.get(run_name("mlp", 0))
         results[k]["epoch_vs_mlp"] = results[k]["train_s_per_epoch"] / mlp["train_s_per_epoch"] if mlp else None
@@ -242,22 +290,26 @@ def run(args, path_data=None, run_dir=None):
 
 def markdown(results, meta):
     lines = [
-        f"Measured by `{meta['command']}` on {meta['machine']} ({meta['cpus']} CPUs), "
+        f"Measured by `{meta['command']}` on {meta.get('cpu', meta['machine'])} ({meta['cpus']} CPUs"
+        + (f", {meta['vector_extensions']}" if "vector_extensions" in meta else "") + "), "
         f"TF {meta['tensorflow']}, Keras {meta['keras']}, TF threads: {meta['threads']}"
         + (f", stencil stack on {meta['stencil_path']}" if "stencil_path" in meta else "")
         + f"; medians of {meta['repeats']} alternating repeats of {meta['steps']} "
-        "training steps at batch 128 (s / epoch = 469 steps at the steady-state step rate; the fixed cost of a `fit` call, paid once per epoch, is its own column); `ref` is the idiomatic Keras Conv2D + Add + ReLU c_ResNet (the control)"
+        "training steps at batch 128 (s / epoch = 469 steps at the steady-state step rate; the fixed cost of a `fit` call, paid once per epoch, is its own column); `ref` is the idiomatic Keras Conv2D + Add + ReLU c_ResNet (the control); "
+        "the matched pair at depth 16 (pdenet channels 32, convresnet channels 14) is compared with `keras_pdenet-16`, pdenet written the idiomatic Keras way (DepthwiseConv2D + Conv2D 1x1 + Add + ReLU blocks, the same stem and transitions)"
         + (", TF op determinism on (as `pde-zoo train`)" if meta.get("determinism") else "")
         + ". " + DRIFT_NOTE,
         "",
         "| model | train img/s | s / 60k epoch | fit call overhead s | speed-up vs ref (same depth) | epoch / mlp epoch | infer img/s (model / SavedModel, batch 1024) | batch-1 latency p50/p95 ms (model) | (SavedModel) | peak RSS MiB |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    depths = sorted({parse_run_name(k)[1] for k in results} - {0})
+    depths = sorted({parse_run_name(k)[1] for k in results if k not in PAIR} - {0})
     order = [k for k in cases(depths) if k in results]  # the run's order (JSON stores keys sorted)
     for k in order:
         r = results[k]
         speed = f"{r['train_speedup_vs_ref']:.2f}x" if r["train_speedup_vs_ref"] else "–"
+        if k in PAIR and r["train_speedup_vs_ref"]:
+            speed += f" (vs {PAIR_REF})"
         vs_mlp = f"{r['epoch_vs_mlp']:.1f}x" if r.get("epoch_vs_mlp") else "–"
         rss = f"{r['peak_rss_mib']:.0f}" if r.get("peak_rss_mib") else "–"
         lines.append(
@@ -295,6 +347,7 @@ def main(argv=None):
     parser.add_argument("--infer-repeats", type=int, default=10)
     parser.add_argument("--latency-calls", type=int, default=200)
     parser.add_argument("--no-memory", dest="memory", action="store_false")
+    parser.add_argument("--no-pair", dest="pair", action="store_false", help="leave out the depth-16 matched pair (pdenet / convresnet / keras_pdenet)")
     parser.add_argument("--models", nargs="+", default=None, help="only these names (ref for the reference; default: all)")
     parser.add_argument("--train-path", nargs="*", default=list(TRAIN_PATH_MODELS),
                         help=f"names also timed through train()'s loop, whole epochs on MNIST (default: {' '.join(TRAIN_PATH_MODELS)}; none: no train() rows)")
@@ -318,15 +371,19 @@ def main(argv=None):
     if args.memory_child:
         return memory_child(args.memory_child)
     path_data = None
-    if any(parse_run_name(k)[0] in args.train_path for k in cases(args.depths, args.models)):
+    if any(k not in PAIR and parse_run_name(k)[0] in args.train_path for k in cases(args.depths, args.models, args.pair)):
         training.set_determinism(0)  # as train(): the same settings for every row of the run
         path_data = train_path_data(args)
     with tempfile.TemporaryDirectory() as run_dir:
         results = run(args, path_data, Path(run_dir))
     import tensorflow as tf
 
+    from pde_zoo.info import cpu
+
+    cpu_model, extensions = cpu()
     meta = {
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "tensorflow": tf.__version__,
+        "machine": platform.processor() or platform.machine(), "cpu": cpu_model, "vector_extensions": extensions,
+        "cpus": os.cpu_count(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "threads": threads_label(args.threads), "stencil_path": stencil_path(), "repeats": args.repeats, "steps": args.steps, "batch": BATCH,
         "determinism": path_data is not None,
         **({"train_path": path_data.meta} if path_data is not None else {}),

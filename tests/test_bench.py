@@ -14,6 +14,7 @@ sys.path.insert(0, str(SCRIPTS))
 import bench  # noqa: E402
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_train_path_epoch_is_a_whole_training_epoch(tmp_path):
     data = bench.train_path_data(SimpleNamespace(data_dir=None, train_images=300, test_images=1100))
     assert data.meta["train_images"] == 300 and data.meta["test_images"] == 1100
@@ -43,3 +44,23 @@ def test_bench_end_to_end_with_train_rows(tmp_path):
                    check=True, capture_output=True, text=True)
     text = readme.read_text()
     assert "| pde2-2 |" in text and "train() / bare" in text and "compare ratios across runs" in text
+
+
+def test_the_matched_pair_and_its_idiomatic_keras_control():
+    """pdenet-16 (channels 32) and convresnet-16 (channels 14) have about as many parameters (<= 0.25M),
+    and keras_pdenet-16 is pdenet's layout in plain Keras layers: the same stem, transitions and head,
+    each block a depthwise 3x3 + 1x1 mixing with bias."""
+    import pde_zoo
+
+    assert bench.cases([5], models=["pdenet", "convresnet", "keras_pdenet"]) == [
+        "pdenet-5", "convresnet-5", "pdenet-16", "convresnet-16", "keras_pdenet-16"]
+    assert "pdenet-16" not in bench.cases([5], pair=False)
+    pdenet, conv, keras_pdenet = (bench.make_model(k) for k in ("pdenet-16", "convresnet-16", "keras_pdenet-16"))
+    assert pdenet.count_params() == pde_zoo.build("pdenet", 16, channels=32).count_params() == 208_490
+    assert conv.count_params() == 206_020
+    # per block: Keras 9C (depthwise) + C² + C (1x1 with bias) against the PDE block's C² + 5C (α, β, σ, ρ, b and Γ);
+    # stage_layout(16) = (6, 5, 5) blocks at widths 32, 64, 128
+    extra = sum(n * ((c * c + 10 * c) - (c * c + 5 * c)) for n, c in ((6, 32), (5, 64), (5, 128)))
+    assert keras_pdenet.count_params() == pdenet.count_params() + extra
+    assert [layer.name for layer in keras_pdenet.layers if "transition" in layer.name or "stem" in layer.name] == [
+        layer.name for layer in pdenet.layers if "transition" in layer.name or "stem" in layer.name]

@@ -55,6 +55,7 @@ def _cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "pde_zoo.cli", *args], capture_output=True, text=True, env={**os.environ, **(env or {})})
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_cli_prints_no_start_up_lines_unless_verbose():
     quiet = _cli("eval", "mlp-0", "--limit", "100", env={"PDE_ZOO_VERBOSE": "0"})
     assert quiet.returncode == 0 and '"test_accuracy"' in quiet.stdout
@@ -113,6 +114,7 @@ def _write_idx(path, array):
         f.write(np.asarray(array, np.uint8).tobytes())
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_first_tfds_preparation_prints_two_clean_lines(tmp_path):
     import numpy as np
 

@@ -138,6 +138,7 @@ def test_keras_round_trip_of_ode_models(name, tmp_path, rng):
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6)
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_training_records_nfe_per_epoch(tmp_path):
     from pde_zoo import training
 

@@ -113,6 +113,7 @@ def test_even_batches_and_epoch_order():
     assert sorted(first) == sorted(second) == list(range(10)) and (first != second).any()
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_shards_partition_the_sweep():
     """Slurm array and Kubernetes Indexed Job variables pick round-robin shards of the depth-ordered list."""
     from pde_zoo import get_spec, list_models

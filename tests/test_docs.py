@@ -16,12 +16,19 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
+# Blocks that train a model (a few epochs on a subset, then the full test set) are marked slow: CI runs them
+# (`-m "slow or not slow"`); the default run stays under 5 minutes.
+TRAINS = re.compile(r"\btrain(_from_card)?\(")
+
+
 def blocks(language):
     found = []
     for page in PAGES:
         for number, match in enumerate(re.finditer(r"```(\w*)\n(.*?)```", page.read_text(), re.S)):
             if match.group(1) == language:
-                found.append(pytest.param(match.group(2), id=f"{page.relative_to(ROOT)}#{number}"))
+                code = match.group(2)
+                marks = [pytest.mark.slow] if language == "python" and TRAINS.search(code) else []
+                found.append(pytest.param(code, id=f"{page.relative_to(ROOT)}#{number}", marks=marks))
     return found
 
 

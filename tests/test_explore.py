@@ -12,7 +12,9 @@ import http.client
 import json
 import os
 import shutil
+import re
 import socket
+import subprocess
 import tempfile
 import time
 import urllib.request
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, build_wheel_venv
 
 from pde_zoo.explore import add_parser
 from pde_zoo.explore.server import make_server, serve_in_thread, static_file
@@ -155,6 +158,44 @@ def test_forward_equals_the_models_trajectory(server, mnist_test):
 # ------------------------------------------------------------------------------ the browser
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
+def test_explore_from_a_wheel_serves_its_own_assets_offline(tmp_path):
+    """`pde-zoo explore` from a wheel installed in a fresh venv, run outside the checkout: the page and
+    every asset it references come from the installed package (byte for byte), and the API answers a
+    drawn image (no dataset, no network)."""
+    python = build_wheel_venv(tmp_path)
+    installed = Path(subprocess.run([str(python), "-c", "import pde_zoo.explore as e; print(e.__file__)"], check=True,
+                                    capture_output=True, text=True, cwd=tmp_path).stdout.strip()).parent
+    assert installed.is_relative_to(tmp_path / "venv")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PDE_ZOO_MODELS=str(ROOT / "saved_models"), PDE_ZOO_CACHE=str(tmp_path / "cache"), PDE_ZOO_NATIVE="0",
+               TF_CPP_MIN_LOG_LEVEL="3", no_proxy="127.0.0.1,localhost")
+    proc = subprocess.Popen([str(python), "-m", "pde_zoo.cli", "explore", "mlp-0", "--no-browser", "--port", "0"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not (url := re.search(r"(http://127\.0\.0\.1:\d+/)", "".join(lines))) and len(lines) < 100:
+            line = proc.stdout.readline()
+            assert line, f"pde-zoo explore exited {proc.poll()}: {''.join(lines)[-2000:]}"
+            lines.append(line)
+        url = url.group(1)
+        raw = lambda u: urllib.request.urlopen(u, timeout=120).read()  # noqa: E731
+        page = raw(url).decode()
+        assets = re.findall(r'(?:src|href)="(/static/[^"]+)"', page)
+        assert {"/static/app.js", "/static/style.css"} <= set(assets)
+        for asset in assets:
+            assert raw(url.rstrip("/") + asset) == (installed / asset.lstrip("/")).read_bytes(), asset
+        assert [m["name"] for m in _get(url + "api/models")[1]["models"]] == ["mlp-0"]
+        pixels = np.zeros((28, 28), "float32")
+        pixels[6:22, 13:15] = 1.0  # a stroke: a "1"
+        status, body = _get(url + "api/forward", {"name": "mlp-0", "pixels": pixels.ravel().tolist()}, {"Content-Type": "application/json"})
+        assert status == 200, body
+        assert 0 <= body["prediction"] <= 9 and abs(sum(body["probabilities"]) - 1) < 1e-5
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
 def _browser_missing():
     try:
         import playwright.sync_api  # noqa: F401
@@ -261,6 +302,7 @@ def test_page_pdenet_channels(page, server, mnist_test):
     import keras
 
     import pde_zoo
+    from pde_zoo import physics
 
     _select(page, "pdenet-16")
     model = pde_zoo.load("pdenet-16", compile=False)
@@ -297,6 +339,27 @@ def test_page_pdenet_channels(page, server, mnist_test):
     for t in (2, 9, 13, 17):
         _slide(page, t)
     _record_timings("pdenet-16", _timings(page, "forward", since), _timings(page, "block", since))
+    # free against stable=True, side by side: the counterpart's ψ is its own model's state, block for block
+    assert page.evaluate("() => explore.summary.counterpart") == "pdenet-16.stable"
+    page.check("#compare-toggle")
+    page.wait_for_function("() => explore.compare.forward !== null && explore.compare.physics !== null && explore.busy === 0")
+    stable = pde_zoo.load("pdenet-16.stable", compile=False)
+    index = page.evaluate("() => explore.forward.input.index")
+    image = mnist_test[0][index].astype("float32")[None, ..., None] / 255
+    stage = stable.get_layer("stage_2")
+    stable_states = stage.trajectory(keras.Model(stable.input, stage.input)(image))
+    channel = page.evaluate("() => explore.forward.channel")
+    for step in (0, 4):
+        _slide(page, labels.index([2, step]))
+        page.wait_for_function("() => explore.compare.physics !== null && explore.busy === 0")
+        shown = np.array(page.evaluate("() => explore.compareValues()")).reshape(14, 14)
+        np.testing.assert_allclose(shown, stable_states[step][0, ..., channel], atol=1e-5)
+    block = page.evaluate("() => explore.compare.physics.block")
+    assert page.evaluate("() => explore.compare.physics.stability.block_max_abs_G") <= 1 + 1e-6  # the stable bound
+    assert page.evaluate("() => explore.compare.physics.name") == physics.blocks_of(stable)[block - 1].name
+    _shot(page, "staged-pdenet-16-free-vs-stable")
+    page.uncheck("#compare-toggle")
+    page.wait_for_function("() => explore.compare.forward === null && explore.busy === 0")
 
 
 @pytest.mark.slow  # the adaptive solver of pde2ode-5 compiles and solves at 8 output times per segment (~45 s)
@@ -324,6 +387,15 @@ def test_page_continuous_model(page, server, mnist_test):
     assert page.evaluate("() => explore.physics.block") == 1  # piece 1 under the slider
     stats = page.evaluate("() => explore.forward.ode[0]")
     assert stats["nfe"] > 0 and stats["model_forward_stats"]["nfe"] > 0
+    # the accepted step sizes of the model's own solve: they tile each segment, and there are as many as
+    # the model's compiled forward pass counted
+    for seg in stats["segments"]:
+        own = seg["own_steps"]
+        assert own["starts"][0] == pytest.approx(seg["t0"], abs=1e-12)
+        assert sum(own["sizes"]) == pytest.approx(seg["t1"] - seg["t0"], abs=1e-9)
+    accepted = sum(len(seg["own_steps"]["sizes"]) for seg in stats["segments"])
+    assert accepted == stats["model_forward_stats"]["steps"]
+    assert page.get_attribute("#ode-info svg.step-sizes", "data-accepted") == str(accepted)
     _shot(page, "continuous-pde2ode-5")
 
 

@@ -170,6 +170,7 @@ def test_dopri5_rejects_steps_on_stiff_problem_and_counts():
     assert int(stats["nfe"]) == 1 + 6 * (int(stats["steps"]) + int(stats["rejected"]))
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_dopri5_max_steps_error_eager_and_graph():
     f = lambda t, y: -1000.0 * y  # noqa: E731
     with pytest.raises(RuntimeError, match=r"dopri5 exceeded max_steps=25 .*raise max_steps or loosen rtol/atol"):
@@ -241,8 +242,8 @@ def _directional_fd(func, params, y0, directions, eps, **options):
         ("rk4", dict(step_size=0.02), "variables"),
         ("rk4", dict(step_size=0.02), "layer"),
         ("midpoint", dict(step_size=0.005), "variables"),
-        ("dopri5", dict(rtol=1e-10, atol=1e-12), "variables"),
-        ("dopri5", dict(rtol=1e-10, atol=1e-12), "layer"),
+        pytest.param("dopri5", dict(rtol=1e-10, atol=1e-12), "variables", marks=pytest.mark.slow),  # heavy (~20 s)
+        pytest.param("dopri5", dict(rtol=1e-10, atol=1e-12), "layer", marks=pytest.mark.slow),
     ],
 )
 def test_adjoint_matches_autodiff_and_finite_differences(method, options, kind):
@@ -262,6 +263,7 @@ def test_adjoint_matches_autodiff_and_finite_differences(method, options, kind):
         np.testing.assert_allclose(sum(np.sum(g * d) for g, d in zip(grads[1:], directions[1:])), fd_params, rtol=rtol)
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_adjoint_backward_counts():
     func, params, y0, _ = _problem("variables")
     with tf.GradientTape() as tape:
@@ -290,6 +292,7 @@ def test_gradient_only_through_listed_params():
 # --------------------------------------------------------------------------- graphs and export
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_tf_function_matches_eager_without_retracing():
     field = Field(dtype="float64")
     y0 = tf.constant(np.random.default_rng(2).normal(size=(4, 3)))
@@ -312,6 +315,7 @@ def test_tf_function_matches_eager_without_retracing():
     assert graph.experimental_get_tracing_count() == 2  # one per Python value of `adjoint`
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_times_as_graph_tensor():
     """t fed as a tensor to a tf.function: dynamic step counts for fixed methods, same results."""
     f = lambda t, y: -y * (1.0 + t)  # noqa: E731

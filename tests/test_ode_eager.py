@@ -137,6 +137,7 @@ def test_cache_keeps_the_most_recent_keys(monkeypatch):
     _compile.clear()
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_eager_gradients_compiled_equal_op_by_op_and_stats_come_back():
     rng = np.random.default_rng(7)
     w = keras.Variable(rng.normal(scale=0.7, size=(2, 2)), dtype="float64")
@@ -310,6 +311,7 @@ print(json.dumps(out))
 """
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_eager_jax_is_jitted_and_reads_variables_at_run_time():
     pytest.importorskip("jax")
     env = {**os.environ, "KERAS_BACKEND": "jax", "JAX_PLATFORMS": "cpu"}

@@ -32,6 +32,7 @@ def test_steps_match_numpy_adam(optimizer_class):
     assert np.median(np.abs(expected[-1] - w0)) > 1e-3, "the steps moved the weights"
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_same_training_run_as_keras_adam():
     """The fused kernel rounds differently from Keras's op-by-op update (~1 ulp per step), so a
     short training run agrees to 1e-5, not bitwise."""

@@ -300,7 +300,10 @@ def test_default_pdenet_fits_the_budget_at_depth_200():
     assert pde_zoo.build("pdenet", depth=200, stable=True).count_params() == _expected_params("pdenet", stage_layout(200), DEFAULT_CHANNELS)
 
 
-@pytest.mark.parametrize("name, options", [("pdenet", {"stable": True}), ("pdenet", {"drift_scale": -0.125}), ("convresnet", {})])
+@pytest.mark.parametrize(
+    "name, options",
+    [pytest.param("pdenet", {"stable": True}, marks=pytest.mark.slow), ("pdenet", {"drift_scale": -0.125}), ("convresnet", {})],
+)
 def test_forward_backward_and_keras_round_trip(name, options, tmp_path, rng):
     model = pde_zoo.compile_model(pde_zoo.build(name, depth=4, channels=4, **options))
     x = rng.random((16, 28, 28, 1)).astype("float32")
@@ -379,6 +382,7 @@ def test_models_run_on_the_jax_backend(tmp_path, rng):
 # --- the physics report -------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_analyze_a_staged_model(tmp_path, rng):
     runs = {}
     for name, options in [("pdenet", {"stable": True}), ("convresnet", {})]:

@@ -448,6 +448,7 @@ def test_amplification_product_bounds_the_relu_stack(rng):
 # --- 8. the report ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_analyze_writes_the_reports_and_the_stability_table(tmp_path, rng, mnist_image):
     runs = []
     for name in ["pde1", "resnet"]:

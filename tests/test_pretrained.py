@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import build_wheel_venv
 
 import pde_zoo
 from pde_zoo import pretrained
@@ -171,32 +172,10 @@ def test_published_model_without_url_says_how_to_set_it(no_local_models):
         pretrained.resolve(NAME)
 
 
-def _build_wheel_venv(tmp_path):
-    """Build the wheel from a copy of the package sources (never in the shared tree) and install it
-    with --no-deps into a fresh venv that reuses the dependencies of the running one through a
-    .pth path (not its .pth files, so the editable install of the checkout is not seen)."""
-    src = tmp_path / "src"
-    shutil.copytree(ROOT / "pde_zoo", src / "pde_zoo", ignore=shutil.ignore_patterns("__pycache__"))
-    for name in ("setup.cfg", "pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    run = functools.partial(subprocess.run, check=True, capture_output=True, text=True)
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(tmp_path / "dist"), str(src)])
-    (wheel,) = (tmp_path / "dist").glob("pde_zoo-*.whl")
-    assert "pde_zoo/pretrained_manifest.json" in zipfile.ZipFile(wheel).namelist()
-    venv = tmp_path / "venv"
-    run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
-    python = venv / "bin" / "python"
-    site = Path(run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip())
-    deps = [p for p in sys.path if p.endswith("site-packages")]
-    (site / "_deps_of_the_test_venv.pth").write_text("\n".join(deps) + "\n")
-    run([sys.executable, "-m", "pip", "--python", str(python), "install", "--no-deps", "--no-index", "-q", str(wheel)])
-    return python
-
-
 def test_wheel_install_downloads_verifies_and_predicts(tmp_path):
     """From a wheel in a fresh venv, run from outside the checkout: a corrupted server is refused
     (nothing cached), a good one downloads pde2-5 and it predicts, an unknown name names the places."""
-    python = _build_wheel_venv(tmp_path)
+    python = build_wheel_venv(tmp_path)
     served_bad = _served_copy(tmp_path, _flip_a_byte)
     x = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
     np.save(tmp_path / "x.npy", x)

@@ -86,6 +86,7 @@ class _Interrupt(keras.callbacks.Callback):
             raise KeyboardInterrupt("simulated kill after the first epoch")
 
 
+@pytest.mark.slow  # heavy: CI runs it (-m "slow or not slow"); the default run stays under 5 min
 def test_budget_cut_run_ends_at_zero_and_a_rerun_keeps_the_plan(tmp_path):
     kwargs = dict(epochs=6, train_examples=512, validation=256, test_examples=256, shift=1, verbose=0)
     out = tmp_path / "cut"

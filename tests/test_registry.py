@@ -9,7 +9,11 @@ from pde_zoo.layers import StencilStack
 from pde_zoo.registry import register_model
 
 
-@pytest.mark.parametrize("name", pde_zoo.list_models())
+# The continuous models (an adaptive or many-step solve per batch) are heavy: CI runs them; tests/test_continuous.py
+# trains them in the default run.
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in ("odenet", "pde1ode", "pde2ode") else n for n in pde_zoo.list_models()]
+)
 def test_every_model_builds_trains_and_is_finite(name):
     spec = pde_zoo.get_spec(name)
     depth = {"mlp": 0, "odenet": 1}.get(name, 3)

@@ -171,7 +171,7 @@ class Handler(BaseHTTPRequestHandler):
             raise ExploreError("Missing 'name': the model to show (see /api/models).")
         view = explorer.view(str(name))
         if path == "/api/model":
-            return view.summary()
+            return {**view.summary(), "counterpart": explorer.counterpart(view.name)}
         channel = args.get("channel", 0)
         if channel != "all":
             try:

@@ -124,9 +124,11 @@ class ModelView:
         self.lock = threading.Lock()
         self._physics = {}
         self._forward = collections.OrderedDict()
+        from pde_zoo.layers import ODEBlock, StencilStack
+
         layers = {layer.name: layer for layer in self.model.layers}
-        self.ode_blocks = [layer for layer in self.model.layers if type(layer).__name__ == "ODEBlock"]
-        self.stacks = [layer for layer in self.model.layers if hasattr(layer, "blocks") and hasattr(layer, "trajectory")]
+        self.ode_blocks = [layer for layer in self.model.layers if isinstance(layer, ODEBlock)]
+        self.stacks = [layer for layer in self.model.layers if isinstance(layer, StencilStack)]
         if self.ode_blocks:
             self.kind = "continuous"
         elif "blocks" in layers:
@@ -261,16 +263,21 @@ class ModelView:
     def _ode_states(self, ode, psi):
         """ψ at output times of one ODEBlock: `odeint` on its field, segment by segment between the
         field's breakpoints as `ODEBlock.call` does, with its method, step size and tolerances;
-        the segment ends are also passed through the model's own ODEBlock for comparison."""
-        from pde_zoo.ode import odeint
+        the segment ends are also passed through the model's own ODEBlock for comparison. The
+        model's own solve of each segment (no output times in between), step by step
+        (`pde_zoo.ode.solve_steps`): its accepted step sizes and the sizes it rejected."""
+        from pde_zoo.ode import odeint, solve_steps
 
         substeps = ODE_SUBSTEPS.get(self.card.get("model") if self.card else None, DEFAULT_ODE_SUBSTEPS)
         bounds = [ode.t0, *ode.field.breakpoints(ode.t0, ode.t1), ode.t1]
         states, labels = [psi[0]], [{"label": f"t = {ode.t0:g} (input ψ₀)", "time": ode.t0, "block": 1}]
         info = {"name": ode.name, "method": ode.method, "rtol": ode.rtol, "atol": ode.atol, "step_size": ode.step_size,
                 "segments": []}
-        current = psi
+        current, own = psi, psi
         for a, b in zip(bounds[:-1], bounds[1:]):
+            steps = solve_steps(ode.field.on_segment(a, b), own, [a, b], method=ode.method, rtol=ode.rtol, atol=ode.atol,
+                                step_size=ode.step_size, max_steps=ode.max_steps)
+            own = _numpy(steps.ys[-1])
             times = np.linspace(a, b, substeps + 1)
             ys, stats = odeint(ode.field.on_segment(a, b), current, times, method=ode.method, rtol=ode.rtol, atol=ode.atol,
                                step_size=ode.step_size, max_steps=ode.max_steps, return_stats=True)
@@ -278,7 +285,9 @@ class ModelView:
             for t, y in zip(times[1:], ys[1:]):
                 states.append(y[0])
                 labels.append({"label": f"t = {t:.4g}", "time": float(t), "block": len(info["segments"]) + 1})
-            info["segments"].append({"t0": float(a), "t1": float(b), **{k: int(_numpy(v)) for k, v in stats.items()}})
+            info["segments"].append({"t0": float(a), "t1": float(b), **{k: int(_numpy(v)) for k, v in stats.items()},
+                                     "own_steps": {"starts": steps.times.tolist(), "sizes": steps.sizes.tolist(),
+                                                   "rejected_sizes": steps.rejected_sizes.tolist()}})
             current = ys[-1]
         info["nfe"] = sum(s["nfe"] for s in info["segments"])
         info["steps"] = sum(s["steps"] for s in info["segments"])
@@ -348,9 +357,12 @@ class ModelView:
         return _floats(info)
 
     def _pieces(self):
-        """Per-piece stencils of a continuous PDE model (`PDEField`): one Euler step of Δt = 1 of
-        piece k is PDE block k (`physics.pde_stencil` of the piece's coefficients); None otherwise."""
-        if not self.ode_blocks or not hasattr(self.ode_blocks[0].field, "pieces"):
+        """Per-piece stencils of a continuous PDE model (the physics protocol's `PiecewiseFieldLayer`,
+        `PDEField`): one Euler step of Δt = 1 of piece k is PDE block k (`physics.pde_stencil` of the
+        piece's coefficients); None otherwise."""
+        from pde_zoo.layers.physics_protocol import is_piecewise_field
+
+        if not self.ode_blocks or not is_piecewise_field(self.ode_blocks[0].field):
             return None
         if "pieces" not in self._physics:
             from pde_zoo import physics
@@ -412,7 +424,7 @@ class ModelView:
     def _block_physics(self, index, channel):
         from pde_zoo import physics
         from pde_zoo.analysis import channel_stencils, layer_table
-        from pde_zoo.layers.physics_protocol import is_coefficient_layer
+        from pde_zoo.layers.physics_protocol import is_coefficient_layer, provides
 
         started = time.perf_counter()
         block = self.blocks[index - 1]
@@ -440,7 +452,7 @@ class ModelView:
                             else "|G(p)|"),
             "stability": self._block_stability(index),
         }
-        if hasattr(block, "mixing_matrix"):
+        if provides(block, "mixing_matrix"):  # a PDE system's channel mixing Γ (PDESystemField, read through)
             gamma = block.mixing_matrix()
             out["mixing"] = {"shape": list(gamma.shape), "data": encode(gamma), "min": float(gamma.min()), "max": float(gamma.max())}
         if self.kind == "thesis" and not mixing:
@@ -523,6 +535,30 @@ class Explorer:
 
     def loaded(self):
         return sorted(self._views)
+
+    def counterpart(self, name):
+        """The offered preset that is `name` with the other `stable` (same registry model, depth and
+        every other builder option): pdenet with free coefficients against its provably stable
+        parametrization, shown side by side. None when there is none."""
+        from pde_zoo import pretrained_config
+
+        def key(preset):
+            try:
+                cfg = pretrained_config(preset)
+            except Exception:  # noqa: BLE001  a path, or a preset not on this machine: no counterpart
+                return None
+            options = dict(cfg["options"])
+            stable = bool(options.pop("stable", False))
+            return (cfg["model"], cfg["depth"], json.dumps(options, sort_keys=True)), stable
+
+        mine = key(name)
+        if mine is None:
+            return None
+        for other in self.names:
+            theirs = key(other) if other != name else None
+            if theirs is not None and theirs[0] == mine[0] and theirs[1] != mine[1]:
+                return other
+        return None
 
     def models(self):
         """The picker's entries: name, registry model, depth and accuracies from the presets' manifest/cards."""

@@ -118,7 +118,7 @@ def pdenet(
     max_p ‖G(p)‖₂ ≤ 1 for any weights; `time_step` is every block's Δt (e.g. 50/depth keeps the
     integration time of depth 50 at any depth). Macro-architecture: module docstring.
     Not in the thesis sweep (`sweep_depths` empty): its runs are scripts/train_pdenet.sh, with
-    the recipe of scripts/train_recipe.py.
+    the `pdenet` recipe (`pde_zoo.recipes`).
     """
     return staged_network(
         lambda name: PDESystemBlock(drift_scale=drift_scale, stable=stable, time_step=time_step, name=name), depth,

@@ -12,6 +12,9 @@ const explore = {
   timings: [],        // [{what, ms}] of every API round trip
   busy: 0,
   input: { index: 0 },
+  // the counterpart shown side by side (pdenet free against stable=True): same input, state and block
+  compare: { name: null, on: false, summary: null, forward: null, states: [], physics: null },
+  compareValues(i) { return Array.from(this.compare.states[i === undefined ? this.index : i] || []); },
   stateValues(i) { return Array.from(this.states[i === undefined ? this.index : i]); },
   shownValues() { return Array.from(this.shown || []); },
 };
@@ -124,6 +127,12 @@ async function selectModel(name) {
   $("model-info").textContent = bits.join(" · ");
   $("channel").value = 0;
   $("grid-toggle").checked = false;
+  const c = explore.compare;
+  c.name = summary.counterpart || null;
+  c.on = Boolean(c.name) && $("compare-toggle").checked;
+  c.summary = c.on ? await api("model", `/api/model?name=${encodeURIComponent(c.name)}`) : null;
+  $("compare-row").hidden = !c.name;
+  $("compare-name").textContent = c.name || "";
   await runForward();
   drawStability();
   if (summary.stability && summary.stability.pending) pollStability(name);
@@ -159,6 +168,19 @@ async function runForward() {
     return;
   }
   if (name !== explore.model) return;
+  const c = explore.compare;
+  if (c.on) {
+    const other = explore.input.pixels
+      ? await api("forward", "/api/forward", { method: "POST", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ name: c.name, pixels: explore.input.pixels, channel }) })
+      : await api("forward", `/api/forward?name=${encodeURIComponent(c.name)}&index=${explore.input.index}&channel=${channel}`);
+    if (name !== explore.model) return;
+    c.forward = other;
+    c.states = other.states.map((s) => decode(s.data));
+  } else {
+    c.forward = null;
+    c.states = [];
+  }
   explore.forward = body;
   explore.states = body.states.map((s) => decode(s.data));
   const slider = $("depth-slider");
@@ -235,6 +257,14 @@ async function showState(i) {
     drawArray($("psi-canvas"), explore.states[i], s.shape[0], s.shape[1]);
     explore.shown = explore.states[i];
   }
+  const c = explore.compare;
+  const other = c.on && c.forward && c.forward.states[i];
+  $("psi-compare").hidden = !other || s.channel === "all";
+  $("psi-caption").textContent = c.on ? `${explore.model}: predicts ${explore.forward.prediction}` : "";
+  if (other && s.channel !== "all") {
+    drawArray($("psi-canvas-b"), c.states[i], other.shape[0], other.shape[1]);
+    $("psi-caption-b").textContent = `${c.name}: predicts ${c.forward.prediction} · ${other.label}`;
+  }
   $("psi-canvas").dataset.stateIndex = i;
   let lo = Infinity, hi = -Infinity;
   for (const v of explore.states[i]) { if (v < lo) lo = v; if (v > hi) hi = v; }
@@ -264,7 +294,38 @@ function drawOde(body) {
       table.append(tr);
     }
     info.append(table);
+    info.append(drawStepSizes(o));
   }
+}
+
+// The accepted step sizes of the model's own solve (solve_steps, segment by segment): one bar per
+// step over [t, t + h], its height h (shared scale); rejected attempts counted under the chart.
+function drawStepSizes(o) {
+  const W = 300, H = 90, L = 38, B = 18, T = 6;
+  const svg = el("svg", { width: W, height: H, class: "step-sizes", role: "img", "aria-label": `accepted step sizes of ${o.name}` });
+  const segs = o.segments.filter((s) => s.own_steps);
+  if (!segs.length) return svg;
+  const t0 = segs[0].t0, t1 = segs[segs.length - 1].t1;
+  const hmax = Math.max(...segs.flatMap((s) => s.own_steps.sizes)) || 1;
+  const x = (t) => L + (W - L - 6) * (t - t0) / ((t1 - t0) || 1);
+  const y = (h) => T + (H - T - B) * (1 - h / hmax);
+  let accepted = 0, rejected = 0;
+  for (const s of segs) {
+    s.own_steps.starts.forEach((t, k) => {
+      const h = s.own_steps.sizes[k];
+      const r = el("rect", { x: x(t), y: y(h), width: Math.max(0.5, x(t + h) - x(t) - 0.5), height: Math.max(0.5, y(0) - y(h)), fill: "#4c78a8" });
+      r.append(el("title", {}, `step ${accepted + k + 1}: t = ${fmt(t, 4)}, h = ${fmt(h, 4)}`));
+      svg.append(r);
+    });
+    accepted += s.own_steps.sizes.length;
+    rejected += s.own_steps.rejected_sizes.length;
+    svg.append(el("line", { x1: x(s.t1), x2: x(s.t1), y1: T, y2: y(0), stroke: "#bbb", "stroke-dasharray": "2 2" }));
+  }
+  svg.append(el("text", { x: 2, y: y(hmax) + 8, "font-size": 10 }, fmt(hmax, 3)));
+  svg.append(el("text", { x: 2, y: y(0), "font-size": 10 }, "h = 0"));
+  svg.append(el("text", { x: L, y: H - 4, "font-size": 10 }, `t = ${fmt(t0, 3)} … ${fmt(t1, 3)}: ${accepted} accepted steps, ${rejected} rejected (model's own solve)`));
+  svg.dataset.accepted = accepted;
+  return svg;
 }
 
 // ----------------------------------------------------------------- physics
@@ -293,9 +354,20 @@ async function updatePhysics(force = false) {
     setStatus(err.message, true);
     return;
   }
+  const c = explore.compare;
+  let other = null;
+  if (c.on) {
+    try {
+      other = await api("block", `/api/block?name=${encodeURIComponent(c.name)}&block=${block}&channel=${channel}`);
+    } catch (err) {
+      setStatus(err.message, true);
+    }
+  }
   if (token !== physicsToken) return;
   explore.physics = ph;
+  c.physics = other;
   drawPhysics(ph);
+  drawComparePhysics(other);
   drawStability();
 }
 
@@ -367,6 +439,21 @@ function drawPhysics(ph) {
   }
 }
 
+function drawComparePhysics(ph) {
+  $("symbol-compare").hidden = !ph;
+  if (!ph) return;
+  const sym = ph.symbol, e = ph.channel_entry || {};
+  $("symbol-title-b").textContent = `${explore.compare.name}: ${ph.symbol_kind}`;
+  // one colour scale for both maps, so the two parametrizations compare at a glance
+  const mine = explore.physics && explore.physics.symbol;
+  const lo = Math.min(sym.min, mine ? mine.min : sym.min), hi = Math.max(sym.max, mine ? mine.max : sym.max);
+  drawArray($("symbol-canvas-b"), decode(sym.data), sym.shape[0], sym.shape[1], { lo, hi });
+  if (mine) drawArray($("symbol-canvas"), decode(mine.data), mine.shape[0], mine.shape[1], { lo, hi });
+  const g = ph.stability && ph.stability.block_max_abs_G;
+  $("symbol-info-b").textContent = `block ${ph.block} (${ph.type}), channel ${ph.channel}: grid max ${fmt(sym.max, 6)}, refined max ${fmt(e.max_abs_G, 8)}` +
+    (g !== undefined ? `; the block's max_p ‖G(p)‖₂ ${fmt(g, 8)}` : "") + `; shared colour scale [${fmt(lo, 4)}, ${fmt(hi, 4)}]`;
+}
+
 function drawStability() {
   const svg = $("stability");
   svg.replaceChildren();
@@ -390,7 +477,11 @@ function drawStability() {
     r.append(el("title", {}, `block ${i + 1}: max|G| ${v}`));
     svg.append(r);
   });
-  svg.append(el("text", { x: L, y: H - 6, "font-size": 10 }, `block 1 … ${g.length}   (orange: amplifying, red: under the slider)`));
+  const cs = explore.compare.on && explore.compare.summary && explore.compare.summary.stability;
+  if (cs && cs.layer_max && cs.layer_max.length === g.length) {  // the counterpart's max|G| per block, as dots
+    cs.layer_max.forEach((v, i) => svg.append(el("circle", { cx: x(i), cy: y(Math.min(hi, Math.max(lo, v))), r: 2.5, fill: "#2ca02c", "data-compare-block": i + 1 })));
+  }
+  svg.append(el("text", { x: L, y: H - 6, "font-size": 10 }, `block 1 … ${g.length}   (orange: amplifying, red: under the slider${cs ? ", green dots: " + explore.compare.name : ""})`));
   const product = st.product;
   const cur = current >= 0 ? ` · block ${current + 1}: max|G| ${fmt(g[current], 8)}, product over blocks 1..${current + 1} = 10^${fmt(st.log10_cumulative[current], 4)}` : "";
   info.textContent = `product over the stack Π max|G| = ${fmt(product, 6)} (log10 ${fmt(st.log10_bound, 4)}); relative to the mean mode: log10 ${fmt(st.log10_relative_bound, 4)}${cur}. Source: ${st.source || ""}${st.note ? " — " + st.note : ""}`;
@@ -475,6 +566,7 @@ window.addEventListener("DOMContentLoaded", () => {
   $("next-image").addEventListener("click", () => setIndex(parseInt($("image-index").value, 10) + 1));
   $("channel").addEventListener("change", () => runForward());
   $("grid-toggle").addEventListener("change", () => runForward());
+  $("compare-toggle").addEventListener("change", () => selectModel(explore.model));
   $("tab-test").addEventListener("click", () => setTab(false));
   $("tab-draw").addEventListener("click", () => setTab(true));
   setupDrawing();
