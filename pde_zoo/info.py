@@ -45,11 +45,16 @@ def _native():
 
     if os.environ.get("PDE_ZOO_NATIVE", "1") == "0":
         return "off (PDE_ZOO_NATIVE=0): standard TF ops"
+    try:
+        chosen = _native.kernel()
+    except ValueError as err:  # a forced kernel this CPU cannot run
+        return f"refused: {err}"
     built = _native.built_library()
     if built is None:
-        return "not built (built on first use; needs a C++ compiler)" if _native._compiler() else "unavailable: no C++ compiler (standard TF ops)"
-    path, flags = built
-    return f"built, {flags} ({path})"
+        where = "built on first use; needs a C++ compiler" if _native._compiler() else "unavailable: no C++ compiler (standard TF ops)"
+        return f"{chosen} kernel for this CPU, not built ({where})"
+    path, name = built
+    return f"built, {name} kernel for this CPU ({path})"
 
 
 def _gpus():

@@ -396,9 +396,9 @@ def main(argv=None):
 
 def stencil_path():
     """Which implementation the fused stencil stack runs on here (`pde_zoo.layers._native`)."""
-    from pde_zoo.layers._native import stencil_ops
+    from pde_zoo.layers._native import kernel, stencil_ops
 
-    return "the C++ op" if stencil_ops() is not None else "standard TF ops (no C++ op: PDE_ZOO_NATIVE=0 or no compiler)"
+    return f"the C++ op ({kernel()} kernel)" if stencil_ops() is not None else "standard TF ops (no C++ op: PDE_ZOO_NATIVE=0 or no compiler)"
 
 
 def threads_label(threads):

@@ -17,7 +17,7 @@ def test_build_reports_a_missing_compiler(tmp_path, monkeypatch):
 
 
 def test_build_reports_compiler_errors_and_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError, match="compiling stencil_op.cc failed"):
+    with pytest.raises(RuntimeError, match=r"compiling stencil_op.cc \(\w+ kernel\) failed"):
         _native.build(cache=tmp_path, compiler="false")  # a "compiler" that always fails
     assert list(tmp_path.iterdir()) == []
 
@@ -77,3 +77,71 @@ def test_op_rejects_mismatched_shapes():
         ops.pde_zoo_stencil_stack(x, tf.zeros([2, 8, 16]), offsets)
     with pytest.raises(tf.errors.InvalidArgumentError, match="upstream"):
         ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([4, 5, 16]))
+
+
+AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse2"}
+
+
+def test_the_kernel_follows_the_cpu_and_a_forced_one_is_checked(monkeypatch):
+    monkeypatch.delenv(_native.KERNEL_ENV, raising=False)
+    assert _native.kernel(AVX512) == "avx512"
+    assert _native.kernel({"avx2", "fma", "avx512f"}) == "avx2"  # AVX-512 F alone (no BW/DQ/VL) is not enough
+    assert _native.kernel({"avx2", "fma"}) == "avx2"
+    assert _native.kernel({"sse2"}) == _native.kernel(set()) == "generic"
+    monkeypatch.setenv(_native.KERNEL_ENV, "avx2")
+    assert _native.kernel(AVX512) == "avx2"
+    with pytest.raises(ValueError, match=r"'avx2' needs CPU features this machine lacks: avx2, fma"):
+        _native.kernel({"sse2"})
+    monkeypatch.setenv(_native.KERNEL_ENV, "sse9")
+    with pytest.raises(ValueError, match="is not a kernel; choose one of avx512, avx2, generic"):
+        _native.kernel(AVX512)
+
+
+KERNEL_CHECK = """
+import json, os
+import numpy as np, tensorflow as tf
+from pde_zoo.layers import _native
+from pde_zoo.layers._tf_stencil import stencil_stack
+assert _native.stencil_ops() is not None
+rng = np.random.default_rng(0)
+x = tf.constant(rng.random((5, 11, 9, 3), dtype=np.float32))
+taps = tf.constant(rng.normal(scale=0.3, size=(4, 3, 3, 3)).astype("float32"))
+offsets = tf.constant(rng.normal(scale=0.1, size=(4, 3)).astype("float32"))
+out = {"kernel": _native.kernel(), "library": str(_native.build())}
+cross = tf.constant([[0, 1, 0], [1, 1, 1], [0, 1, 0]], tf.float32)[None, :, :, None]
+for five_point in (False, True):
+    results = []
+    if five_point:  # a five-point stack has zero corners (PDE blocks), which the five-point kernel never reads
+        taps = taps * cross
+    for native in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch([x, taps, offsets])
+            y = stencil_stack(x, taps, offsets, five_point=five_point, native=native)
+            loss = tf.reduce_sum(y * y)
+        results.append([y] + tape.gradient(loss, [x, taps, offsets]))
+    if five_point:  # ... and reports their gradient as zero
+        results[1][2] = results[1][2] * cross
+    out[f"max_error_five_point_{five_point}"] = max(
+        float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))  # relative to the largest
+print("RESULT " + json.dumps(out))
+"""
+
+
+@pytest.mark.slow  # compiles every kernel this CPU can run (~15 s each)
+def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
+    """Each kernel this machine supports, forced by $PDE_ZOO_KERNEL in its own process (a process loads one
+    op library), builds and gives the standard TF ops' values and gradients, corners on and off."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    runnable = [name for name, (needs, _) in _native.KERNELS.items() if needs <= _native.cpu_flags()]
+    assert "generic" in runnable and runnable[0] == _native.kernel()
+    for name in runnable:
+        env = {**os.environ, _native.KERNEL_ENV: name, "PDE_ZOO_NATIVE": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        result = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        out = json.loads(result.stdout.split("RESULT ", 1)[1])
+        assert out["kernel"] == name and f"stencil_op-{name}-" in out["library"]
+        assert out["max_error_five_point_False"] < 1e-5 and out["max_error_five_point_True"] < 1e-5, out

@@ -1,10 +1,15 @@
-"""Build once (cached) and load the C++ stencil-stack ops of `stencil_op.cc`.
+"""Build once (cached) and load the C++ stencil-stack ops of `stencil_op.cc`, with the kernel this CPU runs best.
 
-The library is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++` /
-`g++`) against the installed TensorFlow, for this CPU (`-march=native`), into
-`$PDE_ZOO_CACHE/ops/` (default `~/.cache/pde_zoo/ops/`) under a name that hashes the source,
-the TensorFlow version, the compiler flags and the CPU, written to a temporary file and renamed.
-It is compiled once per cache; `scripts/setup_env.sh` does it at install time.
+Kernels (`KERNELS`): the same source compiled for one instruction set each, `avx512` (AVX-512 F/BW/DQ/VL,
+16 floats per SIMD vector), `avx2` (AVX2 + FMA, 8 floats) and `generic` (the compiler's baseline x86-64 /
+any CPU). At run time `kernel()` reads the CPU's features (Linux: /proc/cpuinfo flags) and picks the best
+it supports, so one cache (or one image) serves an AVX-512 machine and an AVX2-only one alike; set
+`PDE_ZOO_KERNEL` to one of them to force it (a kernel the CPU lacks is refused with the reason).
+
+A kernel's library is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++` /
+`g++`) against the installed TensorFlow into `$PDE_ZOO_CACHE/ops/` (default `~/.cache/pde_zoo/ops/`),
+under a name that hashes the source, the TensorFlow version, the compiler and the flags, written to a
+temporary file and renamed; `scripts/setup_env.sh` builds this machine's kernel at install time.
 
 When it cannot be built (no compiler, a failed compile) or `PDE_ZOO_NATIVE=0`, `stencil_ops()`
 returns None after one warning, and the stencil stack runs on standard TF ops instead (same
@@ -14,7 +19,6 @@ numbers, slower to train on CPU: docs/performance.md measures both).
 import functools
 import hashlib
 import os
-import platform
 import shutil
 import subprocess
 import tempfile
@@ -24,52 +28,72 @@ from pathlib import Path
 from pde_zoo.cache import cache_dir
 
 SOURCE = Path(__file__).with_name("stencil_op.cc")
-# Tried in order. AVX512-FP16 is switched off because TF's Eigen headers fail to compile with it.
-ARCH_FLAGS = (["-march=native", "-mno-avx512fp16"], ["-march=native"], [])
+KERNEL_ENV = "PDE_ZOO_KERNEL"
+# name -> (CPU flags it needs, compiler flags), best first.
+KERNELS = {
+    "avx512": ({"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma"},
+               ["-mavx512f", "-mavx512bw", "-mavx512dq", "-mavx512vl", "-mavx2", "-mfma", "-mtune=generic"]),
+    "avx2": ({"avx2", "fma"}, ["-mavx2", "-mfma", "-mtune=generic"]),
+    "generic": (set(), []),
+}
 
 
-def _cpu_signature():
-    """The CPU model and feature flags (Linux), so a cache shared between machines never loads
-    code built for another instruction set."""
+def cpu_flags():
+    """The CPU's feature flags (Linux /proc/cpuinfo; an empty set where it cannot be read)."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        return "\n".join(sorted({l for l in lines if l.startswith(("model name", "flags"))}))
     except OSError:
-        return platform.processor() + platform.machine()
+        return set()
+    return set(next((line.split(":", 1)[1] for line in lines if line.startswith("flags")), "").split())
+
+
+def kernel(flags=None):
+    """The kernel to run: `$PDE_ZOO_KERNEL` when set (refused with the reason when the CPU lacks what it
+    needs), else the best of `KERNELS` whose features the CPU has (`flags`: default `cpu_flags()`).
+
+    Raises:
+        ValueError: an unknown `$PDE_ZOO_KERNEL`, or one this CPU cannot run.
+    """
+    flags = cpu_flags() if flags is None else set(flags)
+    forced = os.environ.get(KERNEL_ENV)
+    if forced:
+        if forced not in KERNELS:
+            raise ValueError(f"${KERNEL_ENV}={forced!r} is not a kernel; choose one of {', '.join(KERNELS)}.")
+        missing = sorted(KERNELS[forced][0] - flags)
+        if missing:
+            raise ValueError(f"${KERNEL_ENV}={forced!r} needs CPU features this machine lacks: {', '.join(missing)}.")
+        return forced
+    return next(name for name, (needs, _) in KERNELS.items() if needs <= flags)
 
 
 def _compiler():
     return os.environ.get("CXX") or shutil.which("c++") or shutil.which("g++")
 
 
-def _candidates(compiler, cache):
-    """(arch flags, full flags, library path) of each way to build, in order of preference; the
-    path is keyed by the source, TF version, compiler, CPU and flags."""
+def _library(name, compiler, cache):
+    """(full compiler flags, library path) of kernel `name`; the path is keyed by the source, the
+    TF version, the compiler and the flags."""
     import tensorflow as tf
 
-    common = [SOURCE.read_text(), tf.__version__, compiler, _cpu_signature()]
-    candidates = []
-    for arch in ARCH_FLAGS:
-        flags = ["-shared", "-fPIC", "-O3", "-w", *arch, *tf.sysconfig.get_compile_flags()]
-        key = hashlib.sha256("\n".join(common + flags).encode()).hexdigest()[:16]
-        candidates.append((arch, flags, cache / f"stencil_op-{key}.so"))
-    return candidates
+    flags = ["-shared", "-fPIC", "-O3", "-w", *KERNELS[name][1], *tf.sysconfig.get_compile_flags()]
+    key = hashlib.sha256("\n".join([SOURCE.read_text(), tf.__version__, compiler, *flags]).encode()).hexdigest()[:16]
+    return flags, cache / f"stencil_op-{name}-{key}.so"
 
 
 def built_library():
-    """(library path, its architecture flags) of the op already built for this CPU and TF, or
-    None (nothing compiled: `pde-zoo info` reports, it never builds)."""
+    """(library path, kernel name) of this CPU's kernel when it is already built for this TF, or None
+    (nothing compiled: `pde-zoo info` reports, it never builds)."""
     compiler = _compiler()
     if not compiler:
         return None
-    for arch, _, path in _candidates(compiler, cache_dir() / "ops"):
-        if path.exists():
-            return path, " ".join(arch) or "generic (no -march)"
-    return None
+    name = kernel()
+    path = _library(name, compiler, cache_dir() / "ops")[1]
+    return (path, name) if path.exists() else None
 
 
-def build(cache=None, compiler=None):
-    """Compile `stencil_op.cc` into the cache unless it is there; returns the library path.
+def build(cache=None, compiler=None, name=None):
+    """Compile kernel `name` (default: this CPU's, `kernel()`) of `stencil_op.cc` into the cache unless it
+    is there; returns the library path.
 
     Raises RuntimeError naming the problem (no compiler; the compiler's last error lines).
     """
@@ -78,24 +102,21 @@ def build(cache=None, compiler=None):
     compiler = compiler or _compiler()
     if not compiler:
         raise RuntimeError("no C++ compiler found; install g++ (Debian: apt install g++) or set $CXX")
+    name = name or kernel()
     cache = Path(cache or cache_dir() / "ops")
-    candidates = _candidates(compiler, cache)
-    built = [path for _, _, path in candidates if path.exists()]
-    if built:  # an earlier build, even with fallback flags: never retry a compile that failed
-        return built[0]
+    flags, path = _library(name, compiler, cache)
+    if path.exists():
+        return path
     cache.mkdir(parents=True, exist_ok=True)
-    errors = []
-    for arch, flags, path in candidates:
-        fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(fd)
-        command = [compiler, *flags, str(SOURCE), "-o", tmp, *tf.sysconfig.get_link_flags()]
-        result = subprocess.run(command, capture_output=True, text=True)
-        if result.returncode == 0:
-            os.replace(tmp, path)
-            return path
+    fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    command = [compiler, *flags, str(SOURCE), "-o", tmp, *tf.sysconfig.get_link_flags()]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
         os.unlink(tmp)
-        errors.append(f"{' '.join(arch) or 'generic'}: " + "\n".join(result.stderr.strip().splitlines()[-5:]))
-    raise RuntimeError("compiling stencil_op.cc failed:\n" + "\n".join(errors))
+        raise RuntimeError(f"compiling stencil_op.cc ({name} kernel) failed:\n" + "\n".join(result.stderr.strip().splitlines()[-5:]))
+    os.replace(tmp, path)
+    return path
 
 
 @functools.cache
@@ -108,7 +129,7 @@ def stencil_ops():
 
     try:
         return tf.load_op_library(str(build()))
-    except (RuntimeError, OSError, tf.errors.OpError) as error:
+    except (RuntimeError, ValueError, OSError, tf.errors.OpError) as error:
         warnings.warn(
             f"pde_zoo: the C++ stencil op is unavailable ({error}); using standard TF ops "
             "(same numbers, slower training on CPU). Set PDE_ZOO_NATIVE=0 to silence this.",
