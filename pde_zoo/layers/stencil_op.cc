@@ -218,8 +218,8 @@ void ParallelTasks(OpKernelContext* ctx, int threads, int64 count, const std::fu
   return ::tensorflow::OkStatus();
 }
 
-// The attributes both ops share: `threads` (how many threads may share the lane groups) and
-// `corners` (false: a five-point stencil).
+// What both ops share: the attributes `threads` (how many threads may share the lane groups) and
+// `corners` (false: a five-point stencil), and `Compute`: read and check the problem, then `Run` it.
 class StencilOpBase : public OpKernel {
  public:
   explicit StencilOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
@@ -227,7 +227,21 @@ class StencilOpBase : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("corners", &corners_));
   }
 
+  void Compute(OpKernelContext* ctx) override {
+    Problem p;
+    OP_REQUIRES_OK(ctx, ReadProblem(ctx, &p));
+    Run(ctx, p);
+  }
+
  protected:
+  virtual void Run(OpKernelContext* ctx, const Problem& p) = 0;
+
+  // fn(first lane) for every group of kLanes lanes, the groups shared among up to threads_ threads.
+  template <typename Fn>
+  void ForEachLaneGroup(OpKernelContext* ctx, const Problem& p, Fn fn) const {
+    ParallelTasks(ctx, threads_, p.lanes / kLanes, [&](int64 group) { fn(group * kLanes); });
+  }
+
   int threads_;
   bool corners_;
 };
@@ -236,16 +250,13 @@ class StencilStackOp : public StencilOpBase {
  public:
   using StencilOpBase::StencilOpBase;
 
-  void Compute(OpKernelContext* ctx) override {
-    Problem p;
-    OP_REQUIRES_OK(ctx, ReadProblem(ctx, &p));
+  void Run(OpKernelContext* ctx, const Problem& p) override {
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &output));
     float* y = output->flat<float>().data();
-    ParallelTasks(ctx, threads_, p.lanes / kLanes, [&](int64 group) {
+    ForEachLaneGroup(ctx, p, [&](int64 l) {
       std::vector<Vec> storage(2 * Grid::Size(p.h, p.w));
       const std::vector<Grid> grids = Grids(storage.data(), 2, p.h, p.w);  // s_{t-1}, s_t in turn
-      const int64 l = group * kLanes;
       (corners_ ? Forward<true>(p, l, grids) : Forward<false>(p, l, grids)).Scatter(y + l, p.lanes);
     });
   }
@@ -255,9 +266,7 @@ class StencilStackGradOp : public StencilOpBase {
  public:
   using StencilOpBase::StencilOpBase;
 
-  void Compute(OpKernelContext* ctx) override {
-    Problem p;
-    OP_REQUIRES_OK(ctx, ReadProblem(ctx, &p));
+  void Run(OpKernelContext* ctx, const Problem& p) override {
     const Tensor& upstream = ctx->input(3);
     OP_REQUIRES(ctx, upstream.shape() == ctx->input(0).shape(),
                 tensorflow::errors::InvalidArgument("upstream must have the shape of inputs"));
@@ -267,9 +276,9 @@ class StencilStackGradOp : public StencilOpBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &d_offsets));
     const float* up = upstream.flat<float>().data();
     float *dx = d_x->flat<float>().data(), *dk = d_taps->flat<float>().data(), *db = d_offsets->flat<float>().data();
-    ParallelTasks(ctx, threads_, p.lanes / kLanes, [&](int64 group) {
-      if (corners_) Backward<true>(p, group * kLanes, up, dx, dk, db);
-      else Backward<false>(p, group * kLanes, up, dx, dk, db);
+    ForEachLaneGroup(ctx, p, [&](int64 l) {
+      if (corners_) Backward<true>(p, l, up, dx, dk, db);
+      else Backward<false>(p, l, up, dx, dk, db);
     });
   }
 };
