@@ -245,9 +245,11 @@ def _wait_idle(page, state_index=None):
         page.wait_for_function(f"() => explore.index === {state_index} && explore.busy === 0")
 
 
-def _select(page, name):
+def _select(page, name, timeout=None):
+    """Pick model `name`; `timeout` (ms) for a model whose first load is long (a solver's compile on a busy CPU)."""
     page.select_option("#model", name)
-    page.wait_for_function(f"() => explore.model === '{name}' && explore.forward && explore.forward.model === '{name}' && explore.busy === 0")
+    page.wait_for_function(f"() => explore.model === '{name}' && explore.forward && explore.forward.model === '{name}' && explore.busy === 0",
+                           timeout=timeout)
 
 
 def _slide(page, i):
@@ -367,7 +369,7 @@ def test_page_continuous_model(page, server, mnist_test):
     import pde_zoo
     from pde_zoo.ode import odeint
 
-    _select(page, "pde2ode-5")
+    _select(page, "pde2ode-5", timeout=300_000)
     model = pde_zoo.load("pde2ode-5", compile=False)
     ode = model.get_layer("ode")
     image = mnist_test[0][5].astype("float32")[None, ..., None] / 255
