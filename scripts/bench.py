@@ -75,12 +75,13 @@ def reference_resnet(depth):
 
 # The matched pair of the multi-channel models (scripts/train_pdenet.sh accuracy: <= 0.25M parameters each)
 # and the idiomatic Keras form of pdenet, side by side at depth 16: key -> (name, depth, builder options).
+# The keys name the width, apart from the depth loop's rows at the default width.
 PAIR = {
-    "pdenet-16": ("pdenet", 16, {"channels": 32}),
-    "convresnet-16": ("convresnet", 16, {"channels": 14}),
-    "keras_pdenet-16": ("keras_pdenet", 16, {"channels": 32}),
+    "pdenet-16.c32": ("pdenet", 16, {"channels": 32}),
+    "convresnet-16.c14": ("convresnet", 16, {"channels": 14}),
+    "keras_pdenet-16.c32": ("keras_pdenet", 16, {"channels": 32}),
 }
-PAIR_REF = "keras_pdenet-16"
+PAIR_REF = "keras_pdenet-16.c32"
 
 
 def keras_pdenet(depth, channels):

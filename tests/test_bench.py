@@ -52,10 +52,10 @@ def test_the_matched_pair_and_its_idiomatic_keras_control():
     each block a depthwise 3x3 + 1x1 mixing with bias."""
     import pde_zoo
 
-    assert bench.cases([5], models=["pdenet", "convresnet", "keras_pdenet"]) == [
-        "pdenet-5", "convresnet-5", "pdenet-16", "convresnet-16", "keras_pdenet-16"]
-    assert "pdenet-16" not in bench.cases([5], pair=False)
-    pdenet, conv, keras_pdenet = (bench.make_model(k) for k in ("pdenet-16", "convresnet-16", "keras_pdenet-16"))
+    assert bench.cases([16], models=["pdenet", "convresnet", "keras_pdenet"]) == [
+        "pdenet-16", "convresnet-16", "pdenet-16.c32", "convresnet-16.c14", "keras_pdenet-16.c32"]
+    assert "pdenet-16.c32" not in bench.cases([5], pair=False)
+    pdenet, conv, keras_pdenet = (bench.make_model(k) for k in ("pdenet-16.c32", "convresnet-16.c14", "keras_pdenet-16.c32"))
     assert pdenet.count_params() == pde_zoo.build("pdenet", 16, channels=32).count_params() == 208_490
     assert conv.count_params() == 206_020
     # per block: Keras 9C (depthwise) + C² + C (1x1 with bias) against the PDE block's C² + 5C (α, β, σ, ρ, b and Γ);
