@@ -393,8 +393,8 @@ def test_page_continuous_model(page, server, mnist_test):
     # the model's compiled forward pass counted
     for seg in stats["segments"]:
         own = seg["own_steps"]
-        assert own["starts"][0] == pytest.approx(seg["t0"], abs=1e-12)
-        assert sum(own["sizes"]) == pytest.approx(seg["t1"] - seg["t0"], abs=1e-9)
+        assert own["starts"][0] == pytest.approx(seg["t0"], abs=1e-6)
+        assert sum(own["sizes"]) == pytest.approx(seg["t1"] - seg["t0"], abs=1e-6)  # float32 times
     accepted = sum(len(seg["own_steps"]["sizes"]) for seg in stats["segments"])
     assert accepted == stats["model_forward_stats"]["steps"]
     assert page.get_attribute("#ode-info svg.step-sizes", "data-accepted") == str(accepted)

@@ -301,7 +301,7 @@ function drawOde(body) {
 // The accepted step sizes of the model's own solve (solve_steps, segment by segment): one bar per
 // step over [t, t + h], its height h (shared scale); rejected attempts counted under the chart.
 function drawStepSizes(o) {
-  const W = 300, H = 90, L = 38, B = 18, T = 6;
+  const W = 420, H = 90, L = 38, B = 18, T = 6;
   const svg = el("svg", { width: W, height: H, class: "step-sizes", role: "img", "aria-label": `accepted step sizes of ${o.name}` });
   const segs = o.segments.filter((s) => s.own_steps);
   if (!segs.length) return svg;
@@ -323,7 +323,7 @@ function drawStepSizes(o) {
   }
   svg.append(el("text", { x: 2, y: y(hmax) + 8, "font-size": 10 }, fmt(hmax, 3)));
   svg.append(el("text", { x: 2, y: y(0), "font-size": 10 }, "h = 0"));
-  svg.append(el("text", { x: L, y: H - 4, "font-size": 10 }, `t = ${fmt(t0, 3)} … ${fmt(t1, 3)}: ${accepted} accepted steps, ${rejected} rejected (model's own solve)`));
+  svg.append(el("text", { x: L, y: H - 4, "font-size": 10 }, `accepted step sizes h, t = ${fmt(t0, 3)} … ${fmt(t1, 3)}: ${accepted} accepted, ${rejected} rejected`));
   svg.dataset.accepted = accepted;
   return svg;
 }
