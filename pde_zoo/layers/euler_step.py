@@ -7,7 +7,7 @@ from keras import ops
 
 from pde_zoo.layers.physics_protocol import provides
 from pde_zoo.layers.residual_block import ResidualBlock
-from pde_zoo.layers.vector_field import vector_field_argument
+from pde_zoo.layers.vector_field import VectorField, vector_field_argument
 
 # What a block reads through to its field (`block.alpha` is `block.field.alpha`): the weights and
 # the physics of the equation, which the field alone holds.
@@ -17,6 +17,16 @@ READ_THROUGH = frozenset(
         "coefficients", "set_coefficients", "mixing_matrix",
     }
 )
+
+
+def field_arguments(field_class):
+    """The constructor arguments of a field class and of its field bases (e.g. `StencilField`'s
+    initializers), not those of `keras.layers.Layer`."""
+    names = set()
+    for cls in field_class.__mro__:
+        if issubclass(cls, VectorField) and cls is not VectorField and "__init__" in vars(cls):
+            names |= set(inspect.signature(cls.__init__).parameters)
+    return names - {"self", "kwargs"}
 
 
 def _check_time_step(time_step):
@@ -70,7 +80,7 @@ class EulerStep(ResidualBlock):
         if self.FIELD is not None:
             if field is not None:
                 raise TypeError(f"{type(self).__name__} builds its own field from its arguments; pass them, not field=.")
-            names = set(inspect.signature(self.FIELD.__init__).parameters) - {"self", "kwargs"}
+            names = field_arguments(self.FIELD)
             field_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names}
             for key, fixed in self.FIXED.items():
                 given = field_kwargs.pop(key, None)
@@ -140,7 +150,7 @@ class EulerStep(ResidualBlock):
         if self.FIELD is None:
             config["field"] = keras.saving.serialize_keras_object(self.field)
         else:
-            names = set(inspect.signature(self.FIELD.__init__).parameters) - {"self", "kwargs"} - set(self.FIXED)
+            names = field_arguments(self.FIELD) - set(self.FIXED)
             config.update({k: v for k, v in self.field.get_config().items() if k in names})
         config["time_step"] = self.time_step
         return config

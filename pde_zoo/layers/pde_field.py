@@ -19,14 +19,33 @@ def set_initializers(layer, initializers):
         setattr(layer, f"{name}_initializer", keras.initializers.get(value))
 
 
-class PDECoefficients:
-    """The five coefficient weights α, β, σ, ρ, γ of a PDE layer: initializers, weights,
-    `coefficients()` / `set_coefficients()` and their config. Defaults α = σ = 0.1,
-    β = ρ = γ = 0: a weak diffusion (α²/2 = 0.005); α and σ must not start at 0, where their
-    gradient (∝ α, σ) vanishes."""
+STENCIL_NAMES = ("alpha", "beta", "sigma", "rho")
 
-    def _init_coefficients(self, initializers):
-        set_initializers(self, initializers)
+
+class StencilField(VectorField):
+    """Base of the fields whose linear part carries the eq-22 stencil coefficients α, β, σ, ρ of
+    every channel (`PDEField`, `PDESystemField`): their initializers and config, stated once.
+
+    Args:
+        alpha_initializer, beta_initializer, sigma_initializer, rho_initializer: Keras
+            initializers; by default α = σ = 0.1, β = ρ = 0, a weak diffusion (α²/2 = 0.005), so
+            every step starts near the identity (`set_initializers`).
+        **kwargs: the subclass's and `keras.layers.Layer` arguments.
+    """
+
+    def __init__(self, alpha_initializer=None, beta_initializer="zeros", sigma_initializer=None, rho_initializer="zeros", **kwargs):
+        super().__init__(**kwargs)
+        set_initializers(self, dict(alpha=alpha_initializer, beta=beta_initializer, sigma=sigma_initializer, rho=rho_initializer))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({f"{n}_initializer": keras.initializers.serialize(getattr(self, f"{n}_initializer")) for n in STENCIL_NAMES})
+        return config
+
+
+class PDECoefficients:
+    """The five coefficient weights α, β, σ, ρ, γ of a PDE layer: weights and
+    `coefficients()` / `set_coefficients()`."""
 
     def _build_coefficients(self, input_shape, leading=()):
         """Add the five weights, shape `leading` + (() for one channel, (C,) otherwise)."""
@@ -53,8 +72,6 @@ class PDECoefficients:
             variable = getattr(self, name)
             variable.assign(np.broadcast_to(np.asarray(value, dtype="float32"), variable.shape))
 
-    def _coefficients_config(self):
-        return {f"{n}_initializer": keras.initializers.serialize(getattr(self, f"{n}_initializer")) for n in COEFFICIENT_NAMES}
 
 
 def stacked_step_taps(fields, time_steps):
@@ -70,7 +87,7 @@ def stacked_step_taps(fields, time_steps):
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")
-class PDEField(PDECoefficients, VectorField):
+class PDEField(PDECoefficients, StencilField):
     """dψ/dt = f(t, ψ) for the advection-diffusion-reaction operator of thesis eq 39 / 40,
 
         L_t ψ = α(t)²/2 Dxx ψ + s β(t) Dx ψ + σ(t)²/2 Dyy ψ + s ρ(t) Dy ψ + γ(t) ψ
@@ -95,26 +112,14 @@ class PDEField(PDECoefficients, VectorField):
         pieces: number K of time intervals with their own coefficients, or None (autonomous).
         horizon: T, the end of the last interval (the ODEBlock integrates over [0, T]).
         activation: "relu" or None (see above).
-        alpha_initializer, ..., gamma_initializer: Keras initializers (`PDECoefficients`), by
-            default a weak diffusion, so every step starts near the identity.
+        gamma_initializer: Keras initializer of γ (default zeros).
+        alpha_initializer, ..., rho_initializer: as `StencilField` (a weak diffusion by default).
 
     Weights: `alpha`, `beta`, `sigma`, `rho`, `gamma`, shape (K,) + channel shape, or the
     channel shape alone when autonomous (a scalar for one channel, (C,) otherwise).
     """
 
-    def __init__(
-        self,
-        drift_scale=1.0,
-        pieces=1,
-        horizon=1.0,
-        activation="relu",
-        alpha_initializer=None,
-        beta_initializer="zeros",
-        sigma_initializer=None,
-        rho_initializer="zeros",
-        gamma_initializer="zeros",
-        **kwargs,
-    ):
+    def __init__(self, drift_scale=1.0, pieces=1, horizon=1.0, activation="relu", gamma_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         if pieces is not None and (isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1):
             raise ValueError(f"pieces must be a positive integer, or None (autonomous). Received: pieces={pieces!r}")
@@ -126,9 +131,7 @@ class PDEField(PDECoefficients, VectorField):
         self.pieces = pieces
         self.horizon = float(horizon)
         self.activation = activation
-        self._init_coefficients(
-            dict(alpha=alpha_initializer, beta=beta_initializer, sigma=sigma_initializer, rho=rho_initializer, gamma=gamma_initializer)
-        )
+        self.gamma_initializer = keras.initializers.get(gamma_initializer)
         # Taps of L alone (no identity): the linear field is L ψ, the ReLU field adds ψ itself.
         self._operator_matrices = np.stack([taps_matrix(self.drift_scale, identity=False)] * (pieces or 1))
 
@@ -193,7 +196,7 @@ class PDEField(PDECoefficients, VectorField):
     def get_config(self):
         config = super().get_config()
         config.update(
-            {"drift_scale": self.drift_scale, "pieces": self.pieces, "horizon": self.horizon, "activation": self.activation}
+            {"drift_scale": self.drift_scale, "pieces": self.pieces, "horizon": self.horizon, "activation": self.activation,
+             "gamma_initializer": keras.initializers.serialize(self.gamma_initializer)}
         )
-        config.update(self._coefficients_config())
         return config

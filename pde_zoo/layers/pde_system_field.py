@@ -6,12 +6,11 @@ import numpy as np
 from keras import ops
 
 from pde_zoo.layers._stencil_math import coefficient_taps, taps_matrix
-from pde_zoo.layers.pde_field import set_initializers
-from pde_zoo.layers.vector_field import VectorField, nhwc_channels
+from pde_zoo.layers.pde_field import STENCIL_NAMES, StencilField, set_initializers
+from pde_zoo.layers.vector_field import nhwc_channels
 
 ACTIVATIONS = ("relu", None)
 
-STENCIL_NAMES = ("alpha", "beta", "sigma", "rho")
 # λx, λy, λm of the stable parametrization: the shares of the step taken by the x stencil, the y
 # stencil and the mixing (they sum to 1; see `PDESystemField`).
 STABLE_SPLIT = (0.25, 0.25, 0.5)
@@ -38,7 +37,7 @@ def spectral_norm_bound(matrix):
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")
-class PDESystemField(VectorField):
+class PDESystemField(StencilField):
     """dψ/dt = f(ψ) for a reaction-diffusion-advection system on NHWC states ψ with C channels:
 
         f(t, ψ) = relu(ψ + Aψ + b) - ψ    (activation="relu": the field of a ReLU block), or
@@ -98,19 +97,7 @@ class PDESystemField(VectorField):
     >>> y = ODEBlock(field, t1=1.0, method="rk4", step_size=0.25)(np.random.rand(2, 14, 14, 8).astype("float32"))
     """
 
-    def __init__(
-        self,
-        drift_scale=1.0,
-        stable=False,
-        activation="relu",
-        alpha_initializer=None,
-        beta_initializer="zeros",
-        sigma_initializer=None,
-        rho_initializer="zeros",
-        mixing_initializer="zeros",
-        bias_initializer="zeros",
-        **kwargs,
-    ):
+    def __init__(self, drift_scale=1.0, stable=False, activation="relu", mixing_initializer="zeros", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         if activation not in ACTIVATIONS:
             raise ValueError(f"activation must be one of {ACTIVATIONS}. Received: activation={activation!r}")
@@ -121,9 +108,7 @@ class PDESystemField(VectorField):
         self.activation = activation
         self.drift_scale = float(drift_scale)
         self.stable = stable
-        initializers = dict(alpha=alpha_initializer, beta=beta_initializer, sigma=sigma_initializer, rho=rho_initializer,
-                            mixing=mixing_initializer, bias=bias_initializer)
-        set_initializers(self, initializers)
+        set_initializers(self, dict(mixing=mixing_initializer, bias=bias_initializer))
         # Correlation taps of ψ + α²/2 Dxx ψ + B Dx ψ + σ²/2 Dyy ψ + R Dy ψ from u = [1, α², σ², B, R, 0].
         self._system_taps_matrix = taps_matrix(1.0, identity=True)[None]
 
@@ -209,6 +194,6 @@ class PDESystemField(VectorField):
     def get_config(self):
         config = super().get_config()
         config.update({"drift_scale": self.drift_scale, "stable": self.stable, "activation": self.activation})
-        for name in STENCIL_NAMES + ("mixing", "bias"):
+        for name in ("mixing", "bias"):
             config[f"{name}_initializer"] = keras.initializers.serialize(getattr(self, f"{name}_initializer"))
         return config
