@@ -111,12 +111,13 @@ def keras_pdenet(depth, channels):
 
 
 def make_model(key):
-    if key in PAIR:
-        name, depth, options = PAIR[key]
-        model = keras_pdenet(depth, **options) if name == "keras_pdenet" else pde_zoo.build(name, depth, **options)
-        return pde_zoo.compile_model(model)
-    name, depth = parse_run_name(key)
-    model = reference_resnet(depth) if name == "ref" else pde_zoo.build(name, depth)
+    name, depth, options = PAIR[key] if key in PAIR else (*parse_run_name(key), {})
+    if name == "ref":
+        model = reference_resnet(depth)
+    elif name == "keras_pdenet":
+        model = keras_pdenet(depth, **options)
+    else:
+        model = pde_zoo.build(name, depth, **options)
     return pde_zoo.compile_model(model)
 
 

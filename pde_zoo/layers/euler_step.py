@@ -116,27 +116,27 @@ class EulerStep(ResidualBlock):
         """Whether the field is depthwise linear: the step is relu(taps() ⋆ ψ + offset())."""
         return self.field.is_depthwise_linear
 
+    def _at_time_step(self, member):
+        """() -> `field.<member>(Δt)`, or None when the field does not provide `member`."""
+        if not provides(self.field, member):
+            return None
+        return lambda: getattr(self.field, member)(self.time_step)
+
     @property
     def taps(self):
         """() -> (3, 3, C): the kernel of ψ + Δt Lψ (`field.step_taps`); None when the field has none."""
-        if not provides(self.field, "step_taps"):
-            return None
-        return lambda: self.field.step_taps(self.time_step)
+        return self._at_time_step("step_taps")
 
     @property
     def offset(self):
         """() -> the per-channel constant Δt b (C,) or None (`field.step_offset`); None when the field has none."""
-        if not provides(self.field, "step_offset"):
-            return None
-        return lambda: self.field.step_offset(self.time_step)
+        return self._at_time_step("step_offset")
 
     @property
     def system_taps(self):
         """() -> (3, 3, C_in, C_out): the kernel of ψ + Δt Aψ (`field.step_system_taps`); None when
         the field has none (a depthwise field: the physics puts its stencils on the diagonal)."""
-        if not provides(self.field, "step_system_taps"):
-            return None
-        return lambda: self.field.step_system_taps(self.time_step)
+        return self._at_time_step("step_system_taps")
 
     def save_own_variables(self, store):
         """The field's weights, as this block's own (the layout of every block file the zoo wrote)."""

@@ -43,37 +43,6 @@ class StencilField(VectorField):
         return config
 
 
-class PDECoefficients:
-    """The five coefficient weights α, β, σ, ρ, γ of a PDE layer: weights and
-    `coefficients()` / `set_coefficients()`."""
-
-    def _build_coefficients(self, input_shape, leading=()):
-        """Add the five weights, shape `leading` + (() for one channel, (C,) otherwise)."""
-        self.channels = nhwc_channels(self, input_shape)
-        shape = tuple(leading) + channel_shape(self.channels)
-        for name in COEFFICIENT_NAMES:
-            weight = self.add_weight(name=name, shape=shape, initializer=getattr(self, f"{name}_initializer"))
-            setattr(self, name, weight)
-
-    def coefficients(self):
-        """The five learned coefficients as NumPy arrays: {'alpha': ..., ..., 'gamma': ...}."""
-        return {n: np.asarray(keras.ops.convert_to_numpy(getattr(self, n).value)) for n in COEFFICIENT_NAMES}
-
-    def set_coefficients(self, **values):
-        """Assign any subset of alpha, beta, sigma, rho, gamma (values broadcast to the weight's shape)."""
-        unknown = sorted(set(values) - set(COEFFICIENT_NAMES))
-        if unknown:
-            raise ValueError(
-                f"Unknown coefficient(s) {unknown}; the coefficients are {list(COEFFICIENT_NAMES)}."
-            )
-        if not self.built:
-            raise ValueError("Call or build the layer before set_coefficients(); it has no weights yet.")
-        for name, value in values.items():
-            variable = getattr(self, name)
-            variable.assign(np.broadcast_to(np.asarray(value, dtype="float32"), variable.shape))
-
-
-
 def stacked_step_taps(fields, time_steps):
     """The kernels of ψ ↦ ψ + Δt_k L_k ψ of several autonomous PDE fields as one (D, 3, 3, C)
     tensor, in one batched matmul (`coefficient_taps`, M_k = `taps_matrix(s_k, time_step=Δt_k)`):
@@ -87,7 +56,7 @@ def stacked_step_taps(fields, time_steps):
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")
-class PDEField(PDECoefficients, StencilField):
+class PDEField(StencilField):
     """dψ/dt = f(t, ψ) for the advection-diffusion-reaction operator of thesis eq 39 / 40,
 
         L_t ψ = α(t)²/2 Dxx ψ + s β(t) Dx ψ + σ(t)²/2 Dyy ψ + s ρ(t) Dy ψ + γ(t) ψ
@@ -133,10 +102,36 @@ class PDEField(PDECoefficients, StencilField):
         self.activation = activation
         self.gamma_initializer = keras.initializers.get(gamma_initializer)
         # Taps of L alone (no identity): the linear field is L ψ, the ReLU field adds ψ itself.
-        self._operator_matrices = np.stack([taps_matrix(self.drift_scale, identity=False)] * (pieces or 1))
+        self._operator_matrices = np.stack([taps_matrix(self.drift_scale, identity=False)] * self.piece_count)
 
     def build(self, input_shape):
-        self._build_coefficients(input_shape, leading=() if self.pieces is None else (self.pieces,))
+        """The five weights α, β, σ, ρ, γ, shape (K,) + channel shape, or the channel shape alone when autonomous."""
+        self.channels = nhwc_channels(self, input_shape)
+        shape = (() if self.pieces is None else (self.pieces,)) + channel_shape(self.channels)
+        for name in COEFFICIENT_NAMES:
+            setattr(self, name, self.add_weight(name=name, shape=shape, initializer=getattr(self, f"{name}_initializer")))
+
+    def coefficients(self):
+        """The five learned coefficients as NumPy arrays: {'alpha': ..., ..., 'gamma': ...}."""
+        return {n: np.asarray(keras.ops.convert_to_numpy(getattr(self, n).value)) for n in COEFFICIENT_NAMES}
+
+    def set_coefficients(self, **values):
+        """Assign any subset of alpha, beta, sigma, rho, gamma (values broadcast to the weight's shape)."""
+        unknown = sorted(set(values) - set(COEFFICIENT_NAMES))
+        if unknown:
+            raise ValueError(
+                f"Unknown coefficient(s) {unknown}; the coefficients are {list(COEFFICIENT_NAMES)}."
+            )
+        if not self.built:
+            raise ValueError("Call or build the layer before set_coefficients(); it has no weights yet.")
+        for name, value in values.items():
+            variable = getattr(self, name)
+            variable.assign(np.broadcast_to(np.asarray(value, dtype="float32"), variable.shape))
+
+    @property
+    def piece_count(self):
+        """K, the number of coefficient sets in time: `pieces`, or 1 when autonomous."""
+        return self.pieces or 1
 
     @property
     def is_depthwise_linear(self):
@@ -145,7 +140,7 @@ class PDEField(PDECoefficients, StencilField):
 
     def operator_taps(self):
         """The 3x3 correlation taps of L for every piece: shape (K, 3, 3, C) (K = 1 when autonomous)."""
-        coefficients = (ops.reshape(getattr(self, n).value, (len(self._operator_matrices), -1)) for n in COEFFICIENT_NAMES)
+        coefficients = (ops.reshape(getattr(self, n).value, (self.piece_count, -1)) for n in COEFFICIENT_NAMES)
         return coefficient_taps(*coefficients, self._operator_matrices)
 
     def step_taps(self, time_step):
@@ -162,12 +157,12 @@ class PDEField(PDECoefficients, StencilField):
 
     def piece(self, t):
         """The index k of the piece that holds time t (int32 tensor; 0 when autonomous)."""
-        k = ops.floor(ops.convert_to_tensor(t, "float32") * ((self.pieces or 1) / self.horizon))
-        return ops.cast(ops.clip(k, 0, (self.pieces or 1) - 1), "int32")
+        k = ops.floor(ops.convert_to_tensor(t, "float32") * (self.piece_count / self.horizon))
+        return ops.cast(ops.clip(k, 0, self.piece_count - 1), "int32")
 
     def breakpoints(self, t0, t1):
         """The piece boundaries k · horizon / pieces inside (t0, t1)."""
-        bounds = (k * self.horizon / self.pieces for k in range(1, self.pieces or 1))
+        bounds = (k * self.horizon / self.pieces for k in range(1, self.piece_count))
         return tuple(b for b in bounds if t0 < b < t1)
 
     def on_segment(self, a, b):
