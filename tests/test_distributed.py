@@ -221,7 +221,7 @@ calls = []
 native_stack = _tf_stencil._native_stack
 _tf_stencil._native_stack = lambda *a, **k: calls.append(1) or native_stack(*a, **k)
 x, y, _ = pde_zoo.data.load_arrays("train")
-out = {"native": _tf_stencil._native_ops(tf.float32) is not None}
+out = {"native": _tf_stencil.native_ops(tf.float32) is not None}
 for name, r in (("one", distributed.Distribution()), ("mirrored", run)):
     keras.utils.set_random_seed(0)
     ds = r.train_dataset(x[:600], y[:600], 128, seed=0)  # 4 batches of 128 and one of 88

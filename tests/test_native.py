@@ -17,7 +17,7 @@ def test_build_reports_a_missing_compiler(tmp_path, monkeypatch):
 
 
 def test_build_reports_compiler_errors_and_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError, match=r"compiling stencil_op.cc \(\w+ kernel\) failed"):
+    with pytest.raises(RuntimeError, match=r"compiling the C\+\+ ops \(\w+ kernel\) failed"):
         _native.build(cache=tmp_path, compiler="false")  # a "compiler" that always fails
     assert list(tmp_path.iterdir()) == []
 
@@ -123,14 +123,29 @@ for five_point in (False, True):
         results[1][2] = results[1][2] * cross
     out[f"max_error_five_point_{five_point}"] = max(
         float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))  # relative to the largest
+from pde_zoo.layers import PDESystemBlock
+block = PDESystemBlock(stable=True, time_step=0.5)  # the multi-channel op (system_step_op.cc) against keras.ops
+block.build((None, None, None, 5))
+for weight in block.field.weights:
+    weight.assign(rng.normal(scale=0.4, size=weight.shape).astype("float32"))
+states = tf.constant(rng.normal(size=(3, 6, 7, 5)).astype("float32"))
+results = []
+for training in (True, False):  # the fused op in training, the keras.ops path otherwise
+    with tf.GradientTape() as tape:
+        tape.watch(states)
+        y = block(states, training=training)
+        loss = tf.reduce_sum(y * y)
+    results.append([y] + tape.gradient(loss, [states] + block.trainable_weights))
+out["max_error_system_step"] = max(float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))
 print("RESULT " + json.dumps(out))
 """
 
 
-@pytest.mark.slow  # compiles every kernel this CPU can run (~15 s each)
+@pytest.mark.slow  # compiles every kernel this CPU can run (~45 s each)
 def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
     """Each kernel this machine supports, forced by $PDE_ZOO_KERNEL in its own process (a process loads one
-    op library), builds and gives the standard TF ops' values and gradients, corners on and off."""
+    op library), builds and gives the standard TF ops' values and gradients: the stencil stack with corners
+    on and off, and the multi-channel system step."""
     import json
     import os
     import subprocess
@@ -143,5 +158,6 @@ def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
         result = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env=env, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stderr[-3000:]
         out = json.loads(result.stdout.split("RESULT ", 1)[1])
-        assert out["kernel"] == name and f"stencil_op-{name}-" in out["library"]
+        assert out["kernel"] == name and f"pde_zoo_ops-{name}-" in out["library"]
         assert out["max_error_five_point_False"] < 1e-5 and out["max_error_five_point_True"] < 1e-5, out
+        assert out["max_error_system_step"] < 1e-5, out

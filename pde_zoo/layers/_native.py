@@ -1,6 +1,8 @@
-"""Build once (cached) and load the C++ stencil-stack ops of `stencil_op.cc`, with the kernel this CPU runs best.
+"""Build once (cached) and load the C++ ops of pde_zoo, with the kernel this CPU runs best: the stencil stack of
+`stencil_op.cc` (one-channel thesis blocks) and the multi-channel PDE-system step of `system_step_op.cc`,
+one library.
 
-Kernels (`KERNELS`): the same source compiled for one instruction set each, `avx512` (AVX-512 F/BW/DQ/VL,
+Kernels (`KERNELS`): the same sources compiled for one instruction set each, `avx512` (AVX-512 F/BW/DQ/VL,
 16 floats per SIMD vector), `avx2` (AVX2 + FMA, 8 floats) and `generic` (the compiler's baseline x86-64 /
 any CPU). At run time `kernel()` reads the CPU's features (Linux: /proc/cpuinfo flags) and picks the best
 it supports, so one cache (or one image) serves an AVX-512 machine and an AVX2-only one alike; set
@@ -8,7 +10,7 @@ it supports, so one cache (or one image) serves an AVX-512 machine and an AVX2-o
 
 A kernel's library is compiled on first use with the machine's C++ compiler (`$CXX`, else `c++` /
 `g++`) against the installed TensorFlow into `$PDE_ZOO_CACHE/ops/` (default `~/.cache/pde_zoo/ops/`),
-under a name that hashes the source, the TensorFlow version, the compiler and the flags, written to a
+under a name that hashes the sources, the TensorFlow version, the compiler and the flags, written to a
 temporary file and renamed; `scripts/setup_env.sh` builds this machine's kernel at install time.
 
 When it cannot be built (no compiler, a failed compile) or `PDE_ZOO_NATIVE=0`, `stencil_ops()`
@@ -27,7 +29,8 @@ from pathlib import Path
 
 from pde_zoo.cache import cache_dir
 
-SOURCE = Path(__file__).with_name("stencil_op.cc")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("stencil_op.cc", "system_step_op.cc"))
+HEADERS = (Path(__file__).with_name("pde_zoo_parallel.h"),)
 KERNEL_ENV = "PDE_ZOO_KERNEL"
 # name -> (CPU flags it needs, compiler flags), best first.
 KERNELS = {
@@ -71,13 +74,14 @@ def _compiler():
 
 
 def _library(name, compiler, cache):
-    """(full compiler flags, library path) of kernel `name`; the path is keyed by the source, the
+    """(full compiler flags, library path) of kernel `name`; the path is keyed by the sources, the
     TF version, the compiler and the flags."""
     import tensorflow as tf
 
     flags = ["-shared", "-fPIC", "-O3", "-w", *KERNELS[name][1], *tf.sysconfig.get_compile_flags()]
-    key = hashlib.sha256("\n".join([SOURCE.read_text(), tf.__version__, compiler, *flags]).encode()).hexdigest()[:16]
-    return flags, cache / f"stencil_op-{name}-{key}.so"
+    texts = [path.read_text() for path in SOURCES + HEADERS]
+    key = hashlib.sha256("\n".join([*texts, tf.__version__, compiler, *flags]).encode()).hexdigest()[:16]
+    return flags, cache / f"pde_zoo_ops-{name}-{key}.so"
 
 
 def built_library():
@@ -92,7 +96,7 @@ def built_library():
 
 
 def build(cache=None, compiler=None, name=None):
-    """Compile kernel `name` (default: this CPU's, `kernel()`) of `stencil_op.cc` into the cache unless it
+    """Compile kernel `name` (default: this CPU's, `kernel()`) of the C++ `SOURCES` into the cache unless it
     is there; returns the library path.
 
     Raises RuntimeError naming the problem (no compiler; the compiler's last error lines).
@@ -110,18 +114,19 @@ def build(cache=None, compiler=None, name=None):
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    command = [compiler, *flags, str(SOURCE), "-o", tmp, *tf.sysconfig.get_link_flags()]
+    command = [compiler, *flags, *map(str, SOURCES), "-o", tmp, *tf.sysconfig.get_link_flags()]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         os.unlink(tmp)
-        raise RuntimeError(f"compiling stencil_op.cc ({name} kernel) failed:\n" + "\n".join(result.stderr.strip().splitlines()[-5:]))
+        raise RuntimeError(f"compiling the C++ ops ({name} kernel) failed:\n" + "\n".join(result.stderr.strip().splitlines()[-5:]))
     os.replace(tmp, path)
     return path
 
 
 @functools.cache
 def stencil_ops():
-    """The op module (`pde_zoo_stencil_stack`, `pde_zoo_stencil_stack_grad`), or None when the
+    """The op module (`pde_zoo_stencil_stack`, `pde_zoo_stencil_stack_grad`, `pde_zoo_system_step`,
+    `pde_zoo_system_step_grad`), or None when the
     library cannot be built here or `PDE_ZOO_NATIVE=0` (one warning says why)."""
     if os.environ.get("PDE_ZOO_NATIVE", "1") == "0":
         return None
@@ -131,12 +136,24 @@ def stencil_ops():
         return tf.load_op_library(str(build()))
     except (RuntimeError, ValueError, OSError, tf.errors.OpError) as error:
         warnings.warn(
-            f"pde_zoo: the C++ stencil op is unavailable ({error}); using standard TF ops "
+            f"pde_zoo: the C++ ops are unavailable ({error}); using standard TF ops "
             "(same numbers, slower training on CPU). Set PDE_ZOO_NATIVE=0 to silence this.",
             RuntimeWarning,
             stacklevel=2,
         )
         return None
+
+
+@functools.cache
+def warn_not_float32(kernel, dtype):
+    """One warning per (kernel, dtype): the C++ `kernel` runs float32 only, so layers computing in
+    `dtype` run on the standard ops (same maths; slower training on CPU)."""
+    warnings.warn(
+        f"pde_zoo: the fused C++ {kernel} runs float32 only; a layer computing in {dtype} runs on the standard "
+        "ops instead (same maths, slower training on CPU). Use float32 (the default dtype policy) for the fused kernel.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 if __name__ == "__main__":  # python -m pde_zoo.layers._native: build now (setup_env.sh)

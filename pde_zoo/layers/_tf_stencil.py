@@ -1,4 +1,5 @@
-"""Fast TensorFlow kernels for a stack of depthwise 3x3 stencil blocks  ψ_{t+1} = relu(K_t ⋆ ψ_t + b_t).
+"""Fast TensorFlow kernels for a stack of depthwise 3x3 stencil blocks  ψ_{t+1} = relu(K_t ⋆ ψ_t + b_t),
+and for one multi-channel PDE-system step  ψ ← relu(K ⋆ ψ + Γψ + b)  (`system_step`).
 
 Two implementations, same numbers (tests hold both equal to the `keras.ops` path):
 - native: the C++ ops of `stencil_op.cc` (built on first use, `_native.py`), one op for the
@@ -69,7 +70,7 @@ def _in_save_context():
     return save_context.in_save_context()
 
 
-def _native_ops(dtype):
+def native_ops(dtype):
     """The native op module when it applies: float32, no GPU, no XLA, no SavedModel being written."""
     if dtype != tf.float32 or tf.config.list_logical_devices("GPU") or _in_xla_compilation() or _in_save_context():
         return None
@@ -87,7 +88,7 @@ def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None, nat
             the native op skips them, and reports their gradient as zero.
         chains: standard-op path only: batch slices run as independent op sequences;
             default `parallel_chains()`.
-        native: use the C++ ops where they apply (see `_native_ops`). Only for graphs that are
+        native: use the C++ ops where they apply (see `native_ops`). Only for graphs that are
             never serialized: a graph holding them loads only where the op library is loaded.
 
     Returns:
@@ -96,7 +97,7 @@ def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None, nat
     """
     if offsets is None:
         offsets = tf.zeros(tf.shape(taps)[::3], dtype=taps.dtype)  # (D, C)
-    native = _native_ops(inputs.dtype) if native else None
+    native = native_ops(inputs.dtype) if native else None
     if native is not None:
         return _native_stack(native, inputs, taps, offsets, five_point)
     return _standard_stack(inputs, taps, offsets, chains or parallel_chains())
@@ -140,6 +141,34 @@ def _native_stack(native, inputs, taps, offsets, five_point):
         return outputs, grad
 
     return run(inputs, taps, offsets)
+
+
+def system_step(native, inputs, taps, mixing, bias):
+    """relu(taps ⋆ inputs + inputs Γᵀ + bias) by the fused C++ ops of `system_step_op.cc` (forward
+    and backward, one pass over each chunk of images), for a five-point stencil.
+
+    Args:
+        native: the op module (`native_ops(dtype)`; callers fall back to standard ops when None).
+        inputs: (N, H, W, C) float32.
+        taps: (3, 3, C) correlation taps, identity included; the corner taps zero (never read, and
+            their gradient is reported as zero).
+        mixing: Γ (C, C), indexed [output, input].
+        bias: (C,).
+    """
+    attrs = {"threads": worker_threads(), "corners": False}
+
+    @tf.custom_gradient
+    def run(inputs, taps, mixing, bias):
+        flat_taps = tf.reshape(taps, [9, -1])
+        outputs = native.pde_zoo_system_step(inputs, flat_taps, mixing, bias, **attrs)
+
+        def grad(upstream):
+            d_x, d_taps, d_mixing, d_bias = native.pde_zoo_system_step_grad(inputs, flat_taps, mixing, outputs, upstream, **attrs)
+            return d_x, tf.reshape(d_taps, tf.shape(taps)), d_mixing, d_bias
+
+        return outputs, grad
+
+    return run(inputs, taps, mixing, bias)
 
 
 def _standard_stack(inputs, taps, offsets, chains):

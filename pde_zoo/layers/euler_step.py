@@ -93,7 +93,7 @@ class EulerStep(ResidualBlock):
         super().__init__(**kwargs)
         self.time_step = _check_time_step(time_step)
         if self.FIELD is not None:
-            field = self.FIELD(**field_kwargs, **self.FIXED, name="field")
+            field = self.FIELD(**field_kwargs, **self.FIXED, name="field", dtype=self.dtype_policy)
         field = vector_field_argument(field, "EulerStep", "PDEField(pieces=None, activation=None), PDESystemField, LinearConvField")
         field._weights_saved_by_step = True
         self.field = field
@@ -108,7 +108,11 @@ class EulerStep(ResidualBlock):
         if not self.field.built:
             self.field.build(input_shape)
 
-    def call(self, inputs):
+    def call(self, inputs, training=None):
+        if training:  # a fused kernel only in training steps: inference graphs and SavedModels hold standard ops
+            fused = self.field.fused_rectified_step(inputs, self.time_step)
+            if fused is not None:
+                return fused
         return ops.relu(self.field.explicit_step(inputs, self.time_step))
 
     @property

@@ -117,12 +117,42 @@ class PDESystemField(StencilField):
         for name in STENCIL_NAMES + ("bias",):
             setattr(self, name, self.add_weight(name=name, shape=(c,), initializer=getattr(self, f"{name}_initializer")))
         self.mixing = self.add_weight(name="mixing", shape=(c, c), initializer=self.mixing_initializer)
+        self.fused = self._fused_kernel_applies()
+
+    def _fused_kernel_applies(self):
+        """Whether the ReLU Euler step of this field may run as the fused C++ op (`fused_rectified_step`),
+        decided once, at build: a linear field on the TensorFlow backend computing in float32 (any other
+        float dtype warns once and runs on the `keras.ops` path; JAX compiles that path with XLA)."""
+        if self.activation is not None or keras.backend.backend() != "tensorflow":
+            return False
+        if self.compute_dtype != "float32":
+            from pde_zoo.layers._native import warn_not_float32
+
+            warn_not_float32("PDE-system step (PDESystemBlock)", self.compute_dtype)
+            return False
+        return True
 
     def explicit_step(self, psi, time_step, t=0.0):
         """ψ + Δt f(ψ); for the linear field (activation=None) `linear_step`, one pass."""
         if self.activation is None:
             return self.linear_step(psi, time_step)
         return super().explicit_step(psi, time_step, t)
+
+    def fused_rectified_step(self, psi, time_step):
+        """relu(ψ + Δt (Aψ + b)) as one fused C++ op, forward and backward (`_tf_stencil.system_step`:
+        the depthwise stencil, the mixing, the bias and the ReLU in one pass over each chunk of images),
+        or None where it does not run: not `fused` (see `_fused_kernel_applies`), or the op is
+        unavailable now (no compiler, a GPU, XLA, a SavedModel being written). Same numbers as
+        `linear_step` (tests hold values and gradients equal at 1e-5)."""
+        if not self.fused:
+            return None
+        from pde_zoo.layers._tf_stencil import native_ops, system_step
+
+        native = native_ops(psi.dtype)
+        if native is None:
+            return None
+        alpha, drift_x, sigma, drift_y, gamma, bias = self._step_coefficients(time_step)
+        return system_step(native, psi, self._stencil_taps(alpha, drift_x, sigma, drift_y), gamma, bias)
 
     def call(self, psi, t):
         del t  # autonomous

@@ -12,17 +12,13 @@
 //
 // Built and loaded by pde_zoo/layers/_native.py; used by _tf_stencil.py.
 #include <algorithm>
-#include <atomic>
-#include <condition_variable>
 #include <cstring>
-#include <functional>
-#include <memory>
-#include <mutex>
 #include <vector>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
+#include "pde_zoo_parallel.h"
 
 namespace pde_zoo {
 namespace {
@@ -174,31 +170,6 @@ void Backward(const Problem& p, int64 l, const float* upstream, float* d_x, floa
     Correlate<false, kCorners>(g_pre, g, flipped, Zero(), h, w);
   }
   g.Scatter(d_x + l, p.lanes);
-}
-
-// Runs task(0..count-1), each exactly once, on the calling thread and up to `threads - 1` closures
-// scheduled on TF's inter-op pool. Tasks are taken from a shared counter, and the caller waits only
-// for tasks already taken, so a helper still queued behind other ops never blocks it.
-void ParallelTasks(OpKernelContext* ctx, int threads, int64 count, const std::function<void(int64)>& task) {
-  struct Shared {
-    std::atomic<int64> next{0};
-    int64 done = 0;
-    std::mutex mu;
-    std::condition_variable cv;
-  };
-  auto shared = std::make_shared<Shared>();
-  auto work = [shared, count, &task] {
-    for (int64 n; (n = shared->next.fetch_add(1)) < count;) {
-      task(n);
-      std::lock_guard<std::mutex> lock(shared->mu);
-      if (++shared->done == count) shared->cv.notify_all();
-    }
-  };
-  const int helpers = static_cast<int>(std::min<int64>(threads, count)) - 1;
-  for (int k = 0; k < helpers; ++k) (*ctx->runner())(work);  // a late helper finds no task and returns
-  work();
-  std::unique_lock<std::mutex> lock(shared->mu);
-  shared->cv.wait(lock, [&] { return shared->done == count; });
 }
 
 // Checks the shapes shared by both ops and fills `p`.

@@ -59,6 +59,13 @@ class VectorField(keras.layers.Layer):
         with the same number computed in one pass over the state."""
         return psi + time_step * self(t, psi)
 
+    def fused_rectified_step(self, psi, time_step):
+        """relu(ψ + Δt f(ψ)) in one fused kernel, or None (the default: no such kernel), where
+        `EulerStep` evaluates relu(`explicit_step`) instead. A field overriding it computes the same
+        numbers (PDESystemField: the C++ op, in TensorFlow training steps)."""
+        del psi, time_step
+        return None
+
     @not_provided
     def step_taps(self, time_step):
         """(3, 3, C) correlation kernel of ψ ↦ ψ + Δt L ψ, for a depthwise linear field."""

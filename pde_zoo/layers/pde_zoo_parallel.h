@@ -1,0 +1,43 @@
+// What the C++ ops of pde_zoo share: running a kernel's independent tasks on TF's inter-op threads.
+#ifndef PDE_ZOO_PARALLEL_H_
+#define PDE_ZOO_PARALLEL_H_
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+
+#include "tensorflow/core/framework/op_kernel.h"
+
+namespace pde_zoo {
+
+// Runs task(0..count-1), each exactly once, on the calling thread and up to `threads - 1` closures
+// scheduled on TF's inter-op pool. Tasks are taken from a shared counter, and the caller waits only
+// for tasks already taken, so a helper still queued behind other ops never blocks it.
+inline void ParallelTasks(::tensorflow::OpKernelContext* ctx, int threads, ::tensorflow::int64 count, const std::function<void(::tensorflow::int64)>& task) {
+  struct Shared {
+    std::atomic<::tensorflow::int64> next{0};
+    ::tensorflow::int64 done = 0;
+    std::mutex mu;
+    std::condition_variable cv;
+  };
+  auto shared = std::make_shared<Shared>();
+  auto work = [shared, count, &task] {
+    for (::tensorflow::int64 n; (n = shared->next.fetch_add(1)) < count;) {
+      task(n);
+      std::lock_guard<std::mutex> lock(shared->mu);
+      if (++shared->done == count) shared->cv.notify_all();
+    }
+  };
+  const int helpers = static_cast<int>(std::min<::tensorflow::int64>(threads, count)) - 1;
+  for (int k = 0; k < helpers; ++k) (*ctx->runner())(work);  // a late helper finds no task and returns
+  work();
+  std::unique_lock<std::mutex> lock(shared->mu);
+  shared->cv.wait(lock, [&] { return shared->done == count; });
+}
+
+}  // namespace pde_zoo
+
+#endif  // PDE_ZOO_PARALLEL_H_

@@ -1,0 +1,143 @@
+"""The fused multi-channel PDE-system step (the C++ op of system_step_op.cc) against the keras.ops path."""
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import pde_zoo
+from pde_zoo.layers import PDESystemBlock, _native
+
+
+@pytest.fixture(scope="module", autouse=True)
+def native_ops():
+    if _native.stencil_ops() is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+
+
+def _random_block(channels, rng, **options):
+    """A built PDESystemBlock with every raw weight random (drifts, mixing and bias of both signs)."""
+    block = PDESystemBlock(**options)
+    block.build((None, None, None, channels))
+    for weight in block.field.weights:
+        weight.assign(rng.normal(scale=0.4, size=weight.shape).astype(weight.dtype))
+    return block
+
+
+def _values_and_gradients(block, x, training):
+    """[y, dL/dx, dL/d(every weight)] for L = Σ y·u with a fixed random u (any upstream gradient)."""
+    upstream = tf.constant(np.random.default_rng(1).normal(size=x.shape).astype(x.dtype.as_numpy_dtype))
+
+    @tf.function
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = block(x, training=training)
+            loss = tf.reduce_sum(y * upstream)
+        return [y] + tape.gradient(loss, [x] + block.trainable_weights)
+
+    ops = {op.type for op in run.get_concrete_function(x).graph.get_operations()}
+    return [t.numpy() for t in run(x)], ops
+
+
+@pytest.mark.parametrize(
+    "shape, options",
+    [
+        ((3, 9, 6, 12), {}),
+        ((2, 28, 28, 32), {"drift_scale": -0.125}),
+        ((4, 7, 7, 48), {"stable": True}),
+        ((2, 5, 11, 24), {"stable": True, "time_step": 0.3}),
+        ((1, 1, 1, 1), {"time_step": 0.5}),
+        ((5, 2, 3, 3), {}),
+    ],
+)
+def test_fused_step_equals_the_keras_ops_path(shape, options):
+    """Values and the gradients of the input and of every raw weight, random weights, at 1e-5
+    (relative to each tensor's largest entry); the training graph holds the op, the other none."""
+    rng = np.random.default_rng(sum(shape))
+    block = _random_block(shape[-1], rng, **options)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    fused, fused_ops = _values_and_gradients(block, x, training=True)
+    reference, reference_ops = _values_and_gradients(block, x, training=False)
+    assert "PdeZooSystemStep" in fused_ops and "PdeZooSystemStepGrad" in fused_ops
+    assert not any(op.startswith("PdeZoo") for op in reference_ops)
+    if fused[0].size >= 16:  # both sides of the ReLU are exercised
+        assert (fused[0] > 0).any() and (fused[0] == 0).any()
+    for got, want in zip(fused, reference):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+def test_fused_gradients_are_deterministic():
+    """Each thread sums the weight gradients of its own contiguous images, added in order: repeat runs
+    give the same bits."""
+    rng = np.random.default_rng(3)
+    block = _random_block(16, rng)
+    x = tf.constant(rng.normal(size=(9, 12, 12, 16)).astype("float32"))
+    first, _ = _values_and_gradients(block, x, training=True)
+    for _ in range(3):
+        again, _ = _values_and_gradients(block, x, training=True)
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_other_dtypes_warn_once_and_run_the_standard_path(dtype):
+    """The op runs float32 only: a block computing in another dtype says so once, at build, and trains on
+    the keras.ops path (its training graph holds no C++ op), with the same numbers."""
+    _native.warn_not_float32.cache_clear()
+    rng = np.random.default_rng(4)
+    with pytest.warns(RuntimeWarning, match=f"runs float32 only; a layer computing in {dtype}"):
+        block = _random_block(6, rng, dtype=dtype)
+    assert block.field.alpha.dtype == dtype  # the block's dtype reaches its field's weights
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: a second block of the same dtype is silent
+        _random_block(6, rng, dtype=dtype)
+    x = tf.constant(rng.normal(size=(2, 5, 5, 6)).astype(dtype))
+    trained, ops = _values_and_gradients(block, x, training=True)
+    inferred, _ = _values_and_gradients(block, x, training=False)
+    assert not any(op.startswith("PdeZoo") for op in ops)
+    for a, b in zip(trained, inferred):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pdenet_trains_through_the_fused_op_and_exports_standard_ops(tmp_path):
+    """A pdenet training step runs the op; its inference graph (what SavedModels hold) does not; the
+    training step's loss and gradients equal those of the keras.ops path (PDE_ZOO_NATIVE=0 equivalent)."""
+    model = pde_zoo.build("pdenet", 4, channels=8)
+    rng = np.random.default_rng(5)
+    for weight in model.trainable_weights:
+        if "stage" in weight.path:
+            weight.assign(rng.normal(scale=0.3, size=weight.shape).astype("float32"))
+    images = tf.constant(rng.random((3, 28, 28, 1)).astype("float32"))
+    labels = tf.constant([1, 4, 7])
+
+    def loss_and_grads(training):
+        @tf.function
+        def run():
+            with tf.GradientTape() as tape:
+                loss = keras.losses.sparse_categorical_crossentropy(labels, model(images, training=training))
+            return [tf.reduce_sum(loss)] + tape.gradient(loss, model.trainable_weights)
+
+        types = {op.type for op in run.get_concrete_function().graph.get_operations()}
+        return [t.numpy() for t in run()], types
+
+    fused, fused_types = loss_and_grads(True)
+    reference, reference_types = loss_and_grads(False)  # GroupNorm has no batch statistics: same function
+    assert "PdeZooSystemStep" in fused_types and not any(t.startswith("PdeZoo") for t in reference_types)
+    for got, want in zip(fused, reference):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+def test_op_rejects_mismatched_shapes():
+    ops = _native.stencil_ops()
+    x = tf.zeros([2, 4, 4, 5])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"taps \(9, C\)"):
+        ops.pde_zoo_system_step(x, tf.zeros([8, 5]), tf.zeros([5, 5]), tf.zeros([5]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="disagree on the channel count"):
+        ops.pde_zoo_system_step(x, tf.zeros([9, 5]), tf.zeros([4, 4]), tf.zeros([5]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias must have shape \(C,\)"):
+        ops.pde_zoo_system_step(x, tf.zeros([9, 5]), tf.zeros([5, 5]), tf.zeros([4]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="outputs and upstream must have the shape"):
+        ops.pde_zoo_system_step_grad(x, tf.zeros([9, 5]), tf.zeros([5, 5]), x, tf.zeros([2, 4, 3, 5]))
