@@ -8,12 +8,14 @@
   `PDESystemBlock`, `ResidualConvBlock`. `StencilStack` runs a sequence of blocks (fused when
   every field is depthwise linear).
 - `ODEBlock` integrates a field with a solver of `pde_zoo.ode` (continuous depth).
+- `GroupNormalization`: Keras's, with a fused C++ kernel for TensorFlow training steps.
 """
 
 from pde_zoo.layers._stencil_math import COEFFICIENT_NAMES
 from pde_zoo.layers.blocks import PDE1Block, PDE2Block, PDEBlock, PDESystemBlock, ResidualConvBlock
 from pde_zoo.layers.conv_field import ConvField
 from pde_zoo.layers.euler_step import EulerStep
+from pde_zoo.layers.group_norm import GroupNormalization
 from pde_zoo.layers.linear_conv_field import LinearConvField
 from pde_zoo.layers.ode_block import ODEBlock
 from pde_zoo.layers.pde_field import PDEField
@@ -23,6 +25,6 @@ from pde_zoo.layers.stencil_stack import StencilStack
 from pde_zoo.layers.vector_field import VectorField
 
 __all__ = [
-    "COEFFICIENT_NAMES", "ConvField", "EulerStep", "LinearConvField", "ODEBlock", "PDE1Block", "PDE2Block", "PDEBlock",
+    "COEFFICIENT_NAMES", "ConvField", "EulerStep", "GroupNormalization", "LinearConvField", "ODEBlock", "PDE1Block", "PDE2Block", "PDEBlock",
     "PDEField", "PDESystemBlock", "PDESystemField", "ResidualBlock", "ResidualConvBlock", "StencilStack", "VectorField",
 ]

@@ -1,6 +1,6 @@
 """Build once (cached) and load the C++ ops of pde_zoo, with the kernel this CPU runs best: the stencil stack of
-`stencil_op.cc` (one-channel thesis blocks) and the multi-channel PDE-system step of `system_step_op.cc`,
-one library.
+`stencil_op.cc` (one-channel thesis blocks), the multi-channel PDE-system step of `system_step_op.cc` and the
+group normalization of `group_norm_op.cc`, one library.
 
 Kernels (`KERNELS`): the same sources compiled for one instruction set each, `avx512` (AVX-512 F/BW/DQ/VL,
 16 floats per SIMD vector), `avx2` (AVX2 + FMA, 8 floats) and `generic` (the compiler's baseline x86-64 /
@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pde_zoo.cache import cache_dir
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("stencil_op.cc", "system_step_op.cc"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("stencil_op.cc", "system_step_op.cc", "group_norm_op.cc"))
 HEADERS = (Path(__file__).with_name("pde_zoo_parallel.h"),)
 KERNEL_ENV = "PDE_ZOO_KERNEL"
 # name -> (CPU flags it needs, compiler flags), best first.
@@ -125,8 +125,8 @@ def build(cache=None, compiler=None, name=None):
 
 @functools.cache
 def stencil_ops():
-    """The op module (`pde_zoo_stencil_stack`, `pde_zoo_stencil_stack_grad`, `pde_zoo_system_step`,
-    `pde_zoo_system_step_grad`), or None when the
+    """The op module (`pde_zoo_stencil_stack`, `pde_zoo_system_step`, `pde_zoo_group_norm` and their `_grad`
+    ops), or None when the
     library cannot be built here or `PDE_ZOO_NATIVE=0` (one warning says why)."""
     if os.environ.get("PDE_ZOO_NATIVE", "1") == "0":
         return None

@@ -3,12 +3,13 @@
 import keras
 from keras import ops
 
+from pde_zoo.layers.group_norm import GroupNormalization
 from pde_zoo.layers.vector_field import VectorField, nhwc_channels
 
 
 def group_norm(channels, name):
     """GroupNorm with min(32, C) groups (Chen et al.'s `norm`)."""
-    return keras.layers.GroupNormalization(groups=min(32, channels), epsilon=1e-5, name=name)
+    return GroupNormalization(groups=min(32, channels), epsilon=1e-5, name=name)
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")

@@ -58,23 +58,33 @@ struct Step {
   int64 chunk_images() const { return std::max<int64>(1, kChunkFloats / std::max<int64>(1, image())); }
 };
 
-// nb[t] = the channel vector of `image` at pixel (i, j) + offset of tap TapList()[t], or `zero` outside.
+// Rows i - 1, i, i + 1 of an h x w x c image, a row of zeros (`zero`, w * c floats) outside it.
+struct Rows {
+  const float* row[3];
+  Rows(const float* image, int i, int h, int64 row_size, const float* zero) {
+    for (int d = 0; d < 3; ++d) row[d] = (i + d - 1 < 0 || i + d - 1 >= h) ? zero : image + (i + d - 1) * row_size;
+  }
+};
+
+// nb[t] = the channel vector at column j + offset of tap TapList()[t] in `rows`, or `zero` outside.
 template <int kTaps>
-inline void Neighbours(const float* image, int i, int j, int h, int w, int c, const float* zero, const float** nb) {
+inline void Neighbours(const Rows& rows, int j, int w, int c, const float* zero, const float** nb) {
   for (int t = 0; t < kTaps; ++t) {
-    const int q = TapList<kTaps>()[t], ii = i + q / 3 - 1, jj = j + q % 3 - 1;
-    nb[t] = (ii < 0 || ii >= h || jj < 0 || jj >= w) ? zero : image + (int64(ii) * w + jj) * c;
+    const int q = TapList<kTaps>()[t], jj = j + q % 3 - 1;
+    nb[t] = (jj < 0 || jj >= w) ? zero : rows.row[q / 3] + int64(jj) * c;
   }
 }
 
 // out[p] = act(out[p] + bias + sum_t k[t] * in[p + offset_t]) over one image, in place in `out`;
+// `zero` holds a row of zeros (w * c floats).
 // act is ReLU (kRelu, with `bias`) or the identity (no bias). k[t]: C taps of TapList()[t]'s offset.
 template <int kTaps, bool kRelu>
 void StencilSweep(const float* in, float* out, const float* const* k, const float* bias, int h, int w, int c, const float* zero) {
   const float* nb[kTaps];
   for (int i = 0; i < h; ++i) {
+    const Rows rows(in, i, h, int64(w) * c, zero);
     for (int j = 0; j < w; ++j) {
-      Neighbours<kTaps>(in, i, j, h, w, c, zero, nb);
+      Neighbours<kTaps>(rows, j, w, c, zero, nb);
       float* o = out + (int64(i) * w + j) * c;
 #pragma GCC ivdep
       for (int ch = 0; ch < c; ++ch) {
@@ -91,8 +101,9 @@ template <int kTaps>
 void TapsGradient(const float* g, const float* x, float* acc, int h, int w, int c, const float* zero) {
   const float* nb[kTaps];
   for (int i = 0; i < h; ++i) {
+    const Rows rows(x, i, h, int64(w) * c, zero);
     for (int j = 0; j < w; ++j) {
-      Neighbours<kTaps>(x, i, j, h, w, c, zero, nb);
+      Neighbours<kTaps>(rows, j, w, c, zero, nb);
       const float* gp = g + (int64(i) * w + j) * c;
       for (int t = 0; t < kTaps; ++t) {
         float* a = acc + int64(t) * c;
@@ -106,7 +117,7 @@ void TapsGradient(const float* g, const float* x, float* acc, int h, int w, int 
 template <int kTaps>
 void Forward(OpKernelContext* ctx, int threads, const Step& s, const float* bias, float* y) {
   const int64 per_chunk = s.chunk_images(), chunks = (s.n + per_chunk - 1) / per_chunk;
-  const std::vector<float> zero(s.c, 0.0f);
+  const std::vector<float> zero(int64(s.w) * s.c, 0.0f);  // a row of zeros: the border
   const float* k[kTaps];
   for (int t = 0; t < kTaps; ++t) k[t] = s.taps + int64(TapList<kTaps>()[t]) * s.c;
   const ConstMatrixMap mixing(s.mixing, s.c, s.c);
@@ -134,7 +145,7 @@ void Backward(OpKernelContext* ctx, int threads, const Step& s, const float* y, 
   const int64 per_chunk = s.chunk_images();
   const int64 ranges = std::max<int64>(1, std::min<int64>(threads, s.n));
   std::vector<Sums> sums(ranges, Sums(s.c));
-  const std::vector<float> zero(s.c, 0.0f);
+  const std::vector<float> zero(int64(s.w) * s.c, 0.0f);  // a row of zeros: the border
   const float* flipped[kTaps];  // the transpose of a correlation: the tap of the point-reflected offset
   for (int t = 0; t < kTaps; ++t) flipped[t] = s.taps + int64(8 - TapList<kTaps>()[t]) * s.c;
   const ConstMatrixMap mixing(s.mixing, s.c, s.c);

@@ -32,7 +32,7 @@ import math
 
 import keras
 
-from pde_zoo.layers import PDESystemBlock, ResidualConvBlock, StencilStack
+from pde_zoo.layers import GroupNormalization, PDESystemBlock, ResidualConvBlock, StencilStack
 from pde_zoo.models.thesis import INPUT_SHAPE, NUM_CLASSES
 from pde_zoo.registry import register_model, run_name
 
@@ -66,7 +66,7 @@ def stage_layout(depth, stages=DEFAULT_STAGES, stage_blocks=None):
 
 def _conv_norm_relu(x, filters, strides, name):
     x = keras.layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = keras.layers.GroupNormalization(groups=math.gcd(filters, NORM_GROUPS), epsilon=1e-5, name=f"{name}_norm")(x)
+    x = GroupNormalization(groups=math.gcd(filters, NORM_GROUPS), epsilon=1e-5, name=f"{name}_norm")(x)
     return keras.layers.ReLU(name=f"{name}_relu")(x)
 
 
