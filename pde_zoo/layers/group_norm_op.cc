@@ -12,7 +12,7 @@
 //
 //     dx = rstd (gamma dy - A / M - xhat B / M),   A = sum_{c in g} gamma S1,   B = sum_{c in g} gamma S2,
 //
-// and adds S2 to d gamma, S1 to d beta. Images are split into one contiguous range per thread and the
+// and adds S2 to d gamma, S1 to d beta. Images are split into contiguous ranges (kRangesPerThread per thread), the
 // ranges' sums added in order (deterministic).
 //
 // Built and loaded by pde_zoo/layers/_native.py (one library with the stencil ops); used by group_norm.py.
@@ -134,7 +134,7 @@ class GroupNormGradOp : public OpKernel {
     const float *xs = x.flat<float>().data(), *ga = gamma.flat<float>().data(), *up = upstream.flat<float>().data();
     const float *ms = mean.flat<float>().data(), *rs = rstd.flat<float>().data();
     float* dxs = d_x->flat<float>().data();
-    const int64 ranges = std::max<int64>(1, std::min<int64>(threads_, s.n));
+    const int64 ranges = std::max<int64>(1, std::min<int64>(kRangesPerThread * threads_, s.n));
     std::vector<std::vector<double>> d_gammas(ranges, std::vector<double>(s.c, 0.0)), d_betas = d_gammas;
     ParallelTasks(ctx, threads_, ranges, [&](int64 r) {
       std::vector<double> s1(s.c), s2(s.c);

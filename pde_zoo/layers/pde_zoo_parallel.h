@@ -13,6 +13,11 @@
 
 namespace pde_zoo {
 
+// Image ranges per thread in the backward ops: each range sums its own weight gradients (added in range
+// order, so deterministic); several per thread let a thread that is free take more of them while the
+// other is still busy with another op.
+constexpr int kRangesPerThread = 4;
+
 // Runs task(0..count-1), each exactly once, on the calling thread and up to `threads - 1` closures
 // scheduled on TF's inter-op pool. Tasks are taken from a shared counter, and the caller waits only
 // for tasks already taken, so a helper still queued behind other ops never blocks it.

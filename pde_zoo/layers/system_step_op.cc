@@ -13,7 +13,7 @@
 // op, given x, y and dL/dy, forms g = dL/dy [y > 0] once per chunk and from it, in the same chunk:
 //     dL/dx = g G + (the stencil's transpose: the point-reflected taps) g,
 //     dL/dG += g^T x,   dL/dk[q, c] += sum_p g[p, c] x[p + offset_q, c],   dL/db += sum_p g[p].
-// Images are split into one contiguous range per thread; each range sums its own weight gradients and
+// Images are split into contiguous ranges (kRangesPerThread per thread); each sums its own weight gradients and
 // the ranges are added in order, so the result does not depend on which thread ran what.
 //
 // Built and loaded by pde_zoo/layers/_native.py (with stencil_op.cc); used by _tf_stencil.py.
@@ -143,7 +143,7 @@ template <int kTaps>
 void Backward(OpKernelContext* ctx, int threads, const Step& s, const float* y, const float* upstream, float* d_x,
               float* d_taps, float* d_mixing, float* d_bias) {
   const int64 per_chunk = s.chunk_images();
-  const int64 ranges = std::max<int64>(1, std::min<int64>(threads, s.n));
+  const int64 ranges = std::max<int64>(1, std::min<int64>(kRangesPerThread * threads, s.n));
   std::vector<Sums> sums(ranges, Sums(s.c));
   const std::vector<float> zero(int64(s.w) * s.c, 0.0f);  // a row of zeros: the border
   const float* flipped[kTaps];  // the transpose of a correlation: the tap of the point-reflected offset
