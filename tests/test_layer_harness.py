@@ -33,6 +33,7 @@ CASES = {
     "LinearConvField": _field(layers.LinearConvField),
     "ConvField": _field(layers.ConvField),
     "ODEBlock": lambda c: (layers.ODEBlock(layers.PDEField(), t1=1.0, method="rk4", step_size=0.5), False),
+    "GroupNormalization": lambda c: (layers.GroupNormalization(groups=c), False),
 }
 
 

@@ -1,7 +1,6 @@
 """Group normalization whose TensorFlow training steps run as one fused C++ op forward and one backward."""
 
 import keras
-from keras import ops
 
 
 @keras.saving.register_keras_serializable(package="pde_zoo")
@@ -58,8 +57,9 @@ class GroupNormalization(keras.layers.GroupNormalization):
         if native is None:
             return None
         channels = inputs.shape[-1]
-        gamma = ops.convert_to_tensor(self.gamma) if self.scale else tf.ones([channels])
-        beta = ops.convert_to_tensor(self.beta) if self.center else tf.zeros([channels])
+        # Read as tensors outside the custom gradient (the variables' gradients come through the reads).
+        gamma = tf.identity(self.gamma.value) if self.scale else tf.ones([channels])
+        beta = tf.identity(self.beta.value) if self.center else tf.zeros([channels])
         attrs = {"groups": self.groups, "threads": worker_threads()}
 
         @tf.custom_gradient
