@@ -124,19 +124,30 @@ for five_point in (False, True):
     out[f"max_error_five_point_{five_point}"] = max(
         float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))  # relative to the largest
 from pde_zoo.layers import PDESystemBlock
-block = PDESystemBlock(stable=True, time_step=0.5)  # the multi-channel op (system_step_op.cc) against keras.ops
-block.build((None, None, None, 5))
-for weight in block.field.weights:
-    weight.assign(rng.normal(scale=0.4, size=weight.shape).astype("float32"))
-states = tf.constant(rng.normal(size=(3, 6, 7, 5)).astype("float32"))
-results = []
-for training in (True, False):  # the fused op in training, the keras.ops path otherwise
+from pde_zoo.layers import GroupNormalization
+for channels in (5, 16, 32):  # the multi-channel op (system_step_op.cc): Eigen path, register-tiled kernels
+    block = PDESystemBlock(stable=True, time_step=0.5)
+    block.build((None, None, None, channels))
+    for weight in block.field.weights:
+        weight.assign(rng.normal(scale=0.4, size=weight.shape).astype("float32"))
+    states = tf.constant(rng.normal(size=(3, 6, 7, channels)).astype("float32"))
+    results = []
+    for training in (True, False):  # the fused op in training, the keras.ops path otherwise
+        with tf.GradientTape() as tape:
+            tape.watch(states)
+            y = block(states, training=training)
+            loss = tf.reduce_sum(y * y)
+        results.append([y] + tape.gradient(loss, [states] + block.trainable_weights))
+    out[f"max_error_system_step_{channels}"] = max(
+        float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))
+norm, results = GroupNormalization(groups=4), []  # group_norm_op.cc against Keras's ops
+for training in (True, False):
     with tf.GradientTape() as tape:
         tape.watch(states)
-        y = block(states, training=training)
-        loss = tf.reduce_sum(y * y)
-    results.append([y] + tape.gradient(loss, [states] + block.trainable_weights))
-out["max_error_system_step"] = max(float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))
+        y = norm(states, training=training)
+        loss = tf.reduce_sum(y * y * y)
+    results.append([y] + tape.gradient(loss, [states] + norm.trainable_weights))
+out["max_error_group_norm"] = max(float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))
 print("RESULT " + json.dumps(out))
 """
 
@@ -145,7 +156,7 @@ print("RESULT " + json.dumps(out))
 def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
     """Each kernel this machine supports, forced by $PDE_ZOO_KERNEL in its own process (a process loads one
     op library), builds and gives the standard TF ops' values and gradients: the stencil stack with corners
-    on and off, and the multi-channel system step."""
+    on and off, the multi-channel system step (Eigen and register-tiled paths) and the group normalization."""
     import json
     import os
     import subprocess
@@ -160,4 +171,4 @@ def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
         out = json.loads(result.stdout.split("RESULT ", 1)[1])
         assert out["kernel"] == name and f"pde_zoo_ops-{name}-" in out["library"]
         assert out["max_error_five_point_False"] < 1e-5 and out["max_error_five_point_True"] < 1e-5, out
-        assert out["max_error_system_step"] < 1e-5, out
+        assert all(out[f"max_error_system_step_{c}"] < 1e-5 for c in (5, 16, 32)) and out["max_error_group_norm"] < 1e-5, out

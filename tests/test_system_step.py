@@ -51,11 +51,16 @@ def _values_and_gradients(block, x, training):
         ((2, 5, 11, 24), {"stable": True, "time_step": 0.3}),
         ((1, 1, 1, 1), {"time_step": 0.5}),
         ((5, 2, 3, 3), {}),
+        ((2, 3, 9, 16), {}),
+        ((2, 6, 5, 64), {"stable": True}),
+        ((3, 4, 4, 128), {}),
     ],
 )
 def test_fused_step_equals_the_keras_ops_path(shape, options):
     """Values and the gradients of the input and of every raw weight, random weights, at 1e-5
-    (relative to each tensor's largest entry); the training graph holds the op, the other none."""
+    (relative to each tensor's largest entry); the training graph holds the op, the other none. The
+    channel counts cover the register-tiled kernels (C a multiple of the SIMD width, up to 4 vectors:
+    16-64 with AVX-512, 8-32 with AVX2) and the Eigen path (12, 24, 1, 3, 128 with AVX-512)."""
     rng = np.random.default_rng(sum(shape))
     block = _random_block(shape[-1], rng, **options)
     x = tf.constant(rng.normal(size=shape).astype("float32"))
