@@ -51,6 +51,20 @@ def test_only_training_graphs_use_the_op():
         assert not any(op.startswith("PdeZoo") for op in _traced_op_types(model, training))
 
 
+def test_a_float64_stack_warns_once_and_trains_on_standard_ops():
+    """The C++ op is float32: a float64 stack says so once, at build, and its training graph holds standard ops."""
+    from pde_zoo.layers import PDE2Block, StencilStack
+
+    _native.warn_not_float32.cache_clear()
+    with pytest.warns(RuntimeWarning, match="stencil stack .* runs float32 only; a layer computing in float64"):
+        stack = StencilStack([PDE2Block(dtype="float64"), PDE2Block(dtype="float64")], dtype="float64")
+        stack.build((None, 6, 6, 1))
+    x = tf.constant(np.random.default_rng(0).random((2, 6, 6, 1)))
+    traced = tf.function(lambda x: stack(x, training=True)).get_concrete_function(x)
+    assert not any(op.type.startswith("PdeZoo") for op in traced.graph.get_operations())
+    np.testing.assert_allclose(stack(x, training=True).numpy(), stack(x, training=False).numpy(), rtol=1e-12)
+
+
 def test_xla_compiled_step_falls_back_to_standard_ops():
     """Under jit_compile=True (XLA cannot compile a custom op) the stack uses standard ops: same numbers."""
     model = pde_zoo.build("pde2", 2)
