@@ -3,7 +3,7 @@
 group normalization of `group_norm_op.cc`, one library.
 
 Kernels (`KERNELS`): the same sources compiled for one instruction set each, `avx512` (AVX-512 F/BW/DQ/VL,
-16 floats per SIMD vector), `avx2` (AVX2 + FMA, 8 floats) and `generic` (the compiler's baseline x86-64 /
+16 floats per SIMD vector), `avx2` (AVX2 + FMA, 8 floats) and `generic` (SSE2, 4 floats: the compiler's baseline x86-64 /
 any CPU). At run time `kernel()` reads the CPU's features (Linux: /proc/cpuinfo flags) and picks the best
 it supports, so one cache (or one image) serves an AVX-512 machine and an AVX2-only one alike; set
 `PDE_ZOO_KERNEL` to one of them to force it (a kernel the CPU lacks is refused with the reason).
@@ -30,7 +30,7 @@ from pathlib import Path
 from pde_zoo.cache import cache_dir
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("stencil_op.cc", "system_step_op.cc", "group_norm_op.cc"))
-HEADERS = (Path(__file__).with_name("pde_zoo_parallel.h"),)
+HEADERS = (Path(__file__).with_name("pde_zoo_ops.h"),)
 KERNEL_ENV = "PDE_ZOO_KERNEL"
 # name -> (CPU flags it needs, compiler flags), best first.
 KERNELS = {

@@ -38,7 +38,7 @@ _STRIDES = [1, 1, 1, 1]
 
 
 MAX_CHAINS = 4
-LANE_MULTIPLE = 16  # the native op's lane count must be a multiple of its SIMD width (8 or 16)
+LANE_MULTIPLE = 16  # the native op's lane count must be a multiple of its SIMD width (16, 8 or 4 floats)
 
 
 def worker_threads():

@@ -20,19 +20,13 @@
 #include <cmath>
 #include <vector>
 
-#include "pde_zoo_parallel.h"
+#include "pde_zoo_ops.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
 namespace pde_zoo {
 namespace {
-
-using ::tensorflow::int64;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
 
 struct Norm {  // one call's sizes
   int64 n, p, c, groups;

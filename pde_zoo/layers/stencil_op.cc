@@ -18,31 +18,13 @@
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
-#include "pde_zoo_parallel.h"
+#include "pde_zoo_ops.h"
 
 namespace pde_zoo {
 namespace {
 
-using ::tensorflow::int64;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 
-#ifdef __AVX512F__
-constexpr int kLanes = 16;
-#else
-constexpr int kLanes = 8;
-#endif
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-
-inline Vec Load(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(Vec));
-  return v;
-}
-inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
 inline Vec Zero() { return Vec{}; }
 
 // One lane group's image with a one-pixel zero border, in caller-owned storage of Size(h, w)

@@ -18,23 +18,16 @@
 //
 // Built and loaded by pde_zoo/layers/_native.py (with stencil_op.cc); used by _tf_stencil.py.
 #include <algorithm>
-#include <cstring>
 #include <vector>
 
 #include "Eigen/Core"
-#include "pde_zoo_parallel.h"
+#include "pde_zoo_ops.h"
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/shape_inference.h"
 
 namespace pde_zoo {
 namespace {
-
-using ::tensorflow::int64;
-using ::tensorflow::OpKernel;
-using ::tensorflow::OpKernelConstruction;
-using ::tensorflow::OpKernelContext;
-using ::tensorflow::Tensor;
 
 using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using ConstMatrixMap = Eigen::Map<const RowMatrix>;
@@ -119,27 +112,7 @@ void TapsGradient(const float* g, const float* x, float* acc, int h, int w, int 
 // channels of a pixel); any other C runs the mixing as an Eigen matrix product and the stencil by
 // StencilSweep. A tile keeps P pixels x NB vectors of accumulators in registers (`TilePixels`) while the
 // C x C matrix streams through once per tile: the mixing at the FMA rate, not the memory rate.
-#if defined(__AVX512F__)
-constexpr int kLanes = 16;
-#elif defined(__AVX2__)
-constexpr int kLanes = 8;
-#else
-constexpr int kLanes = 4;
-#endif
 constexpr int kMaxBlocks = 4;  // beyond, the C x C matrix outgrows L1 and Eigen's blocked product is faster
-#ifdef __AVX512F__
-constexpr int kRegisters = 32;  // SIMD registers
-#else
-constexpr int kRegisters = 16;
-#endif
-typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
-
-inline Vec LoadVec(const float* p) {
-  Vec v;
-  std::memcpy(&v, p, sizeof(Vec));
-  return v;
-}
-inline void StoreVec(float* p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
 
 // Pixels (or rows) per tile: P x NB accumulators and the NB vectors of one matrix row fit in the
 // registers with a few to spare, at most 8.
@@ -157,10 +130,10 @@ inline void FusedTile(const Rows& rows, int j0, int w, const float* m, const flo
   const float* centre = rows.row[1] + int64(j0) * c;
   Vec acc[P][NB];
   for (int p = 0; p < P; ++p)
-    for (int b = 0; b < NB; ++b) acc[p][b] = kRelu ? LoadVec(bias + b * kLanes) : Vec{};
+    for (int b = 0; b < NB; ++b) acc[p][b] = kRelu ? Load(bias + b * kLanes) : Vec{};
   for (int ci = 0; ci < c; ++ci) {
     Vec column[NB];
-    for (int b = 0; b < NB; ++b) column[b] = LoadVec(m + int64(ci) * c + b * kLanes);
+    for (int b = 0; b < NB; ++b) column[b] = Load(m + int64(ci) * c + b * kLanes);
     for (int p = 0; p < P; ++p) {
       const float value = centre[int64(p) * c + ci];
       for (int b = 0; b < NB; ++b) acc[p][b] += column[b] * value;
@@ -171,9 +144,9 @@ inline void FusedTile(const Rows& rows, int j0, int w, const float* m, const flo
     Neighbours<kTaps>(rows, j0 + p, w, c, zero, nb);
     for (int b = 0; b < NB; ++b) {
       Vec a = acc[p][b];
-      for (int t = 0; t < kTaps; ++t) a += LoadVec(k[t] + b * kLanes) * LoadVec(nb[t] + b * kLanes);
+      for (int t = 0; t < kTaps; ++t) a += Load(k[t] + b * kLanes) * Load(nb[t] + b * kLanes);
       if (kRelu) a = a > Vec{} ? a : Vec{};
-      StoreVec(out_row + int64(j0 + p) * c + b * kLanes, a);
+      Store(out_row + int64(j0 + p) * c + b * kLanes, a);
     }
   }
 }
@@ -197,7 +170,7 @@ inline void OuterTile(const float* g, const float* x, int64 count, int co0, floa
   Vec acc[R][NB] = {};
   for (int64 p = 0; p < count; ++p) {
     Vec xs[NB];
-    for (int b = 0; b < NB; ++b) xs[b] = LoadVec(x + p * c + b * kLanes);
+    for (int b = 0; b < NB; ++b) xs[b] = Load(x + p * c + b * kLanes);
     for (int r = 0; r < R; ++r) {
       const float value = g[p * c + co0 + r];
       for (int b = 0; b < NB; ++b) acc[r][b] += xs[b] * value;
@@ -206,7 +179,7 @@ inline void OuterTile(const float* g, const float* x, int64 count, int co0, floa
   for (int r = 0; r < R; ++r)
     for (int b = 0; b < NB; ++b) {
       float* d = d_mix + int64(co0 + r) * c + b * kLanes;
-      StoreVec(d, LoadVec(d) + acc[r][b]);
+      Store(d, Load(d) + acc[r][b]);
     }
 }
 
@@ -234,13 +207,13 @@ void TapsGradientTiled(const float* g, const float* x, float* acc, int h, int w)
       int j = j0;
       for (; j + 4 <= j1; j += 4)
         for (int u = 0; u < 4; ++u)
-          for (int b = 0; b < NB; ++b) sum[u][b] += LoadVec(gp + int64(j + u) * c + b * kLanes) * LoadVec(xp + int64(j + u) * c + b * kLanes);
+          for (int b = 0; b < NB; ++b) sum[u][b] += Load(gp + int64(j + u) * c + b * kLanes) * Load(xp + int64(j + u) * c + b * kLanes);
       for (; j < j1; ++j)
-        for (int b = 0; b < NB; ++b) sum[0][b] += LoadVec(gp + int64(j) * c + b * kLanes) * LoadVec(xp + int64(j) * c + b * kLanes);
+        for (int b = 0; b < NB; ++b) sum[0][b] += Load(gp + int64(j) * c + b * kLanes) * Load(xp + int64(j) * c + b * kLanes);
     }
     for (int b = 0; b < NB; ++b) {
       float* a = acc + int64(t) * c + b * kLanes;
-      StoreVec(a, LoadVec(a) + ((sum[0][b] + sum[1][b]) + (sum[2][b] + sum[3][b])));
+      Store(a, Load(a) + ((sum[0][b] + sum[1][b]) + (sum[2][b] + sum[3][b])));
     }
   }
 }

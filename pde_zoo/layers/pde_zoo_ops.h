@@ -1,10 +1,12 @@
-// What the C++ ops of pde_zoo share: running a kernel's independent tasks on TF's inter-op threads.
-#ifndef PDE_ZOO_PARALLEL_H_
-#define PDE_ZOO_PARALLEL_H_
+// What the C++ ops of pde_zoo share: the SIMD vector type of the instruction set the library is compiled
+// for, and running a kernel's independent tasks on TF's inter-op threads.
+#ifndef PDE_ZOO_OPS_H_
+#define PDE_ZOO_OPS_H_
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -12,6 +14,32 @@
 #include "tensorflow/core/framework/op_kernel.h"
 
 namespace pde_zoo {
+
+using ::tensorflow::int64;
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+
+// kLanes floats per SIMD vector (Vec, GCC's vector extension) and kRegisters vector registers.
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kRegisters = 32;
+#elif defined(__AVX2__)
+constexpr int kLanes = 8;
+constexpr int kRegisters = 16;
+#else
+constexpr int kLanes = 4;  // 128 bits: SSE2 on x86-64 (its baseline)
+constexpr int kRegisters = 16;
+#endif
+typedef float Vec __attribute__((vector_size(kLanes * sizeof(float))));
+
+inline Vec Load(const float* p) {
+  Vec v;
+  std::memcpy(&v, p, sizeof(Vec));
+  return v;
+}
+inline void Store(float* p, Vec v) { std::memcpy(p, &v, sizeof(Vec)); }
 
 // Image ranges per thread in the backward ops: each range sums its own weight gradients (added in range
 // order, so deterministic); several per thread let a thread that is free take more of them while the
@@ -45,4 +73,4 @@ inline void ParallelTasks(::tensorflow::OpKernelContext* ctx, int threads, ::ten
 
 }  // namespace pde_zoo
 
-#endif  // PDE_ZOO_PARALLEL_H_
+#endif  // PDE_ZOO_OPS_H_
