@@ -13,7 +13,7 @@ EVAL_BATCH = 1024
 def export_saved_model(model, path):
     """Export `model` as a SavedModel (endpoint `serve`) at `path`, atomically.
 
-    Inference graphs hold standard TF ops only (the zoo's C++ stencil op runs in training
+    Inference graphs hold standard TF ops only (the zoo's C++ ops run in training
     steps alone), so TF-Serving and GPU machines load it with nothing but TensorFlow.
     """
 

@@ -94,7 +94,7 @@ def collect():
         ("jax", _version("jax")),
         ("keras backend", _safe(lambda: __import__("keras").backend.backend())),
         ("cpu", f"{model}; {os.cpu_count()} cores; {vector}"),
-        ("C++ stencil op", _safe(_native)),
+        ("C++ ops", _safe(_native)),
         ("GPUs", _safe(_gpus)),
         ("cache", str(_safe(cache_dir))),
         ("MNIST", _safe(_mnist)),

@@ -19,7 +19,7 @@ NOISE = [
 ]
 KEPT = [
     "pde-zoo eval: error: Unknown model 'x'",
-    "/work/main/pde_zoo/x.py:3: RuntimeWarning: pde_zoo: the C++ stencil op is unavailable",
+    "/work/main/pde_zoo/x.py:3: RuntimeWarning: pde_zoo: the C++ ops are unavailable",
     "E0000 00:00:1796164069.078400    4798 my_kernel.cc:52] a real kernel error",
     "Traceback (most recent call last):",
 ]
@@ -68,7 +68,7 @@ def test_info_reports_everything_a_bug_report_needs():
     result = _cli("info")
     assert result.returncode == 0 and result.stderr == ""
     labels = [line.split("  ")[0] for line in result.stdout.splitlines()]
-    assert labels == ["pde_zoo", "python", "tensorflow", "keras", "jax", "keras backend", "cpu", "C++ stencil op", "GPUs", "cache",
+    assert labels == ["pde_zoo", "python", "tensorflow", "keras", "jax", "keras backend", "cpu", "C++ ops", "GPUs", "cache",
                       "MNIST", "TFDS data dir", "pretrained models"]
     assert "AVX" in result.stdout and "pdenet-16" in result.stdout
 

@@ -1,4 +1,4 @@
-"""The C++ stencil op's build and fallback, and the SavedModel export that must not need it."""
+"""The C++ ops' build and fallback, and the SavedModel export that must not need them."""
 
 import warnings
 
