@@ -71,6 +71,20 @@ inline void ParallelTasks(::tensorflow::OpKernelContext* ctx, int threads, ::ten
   shared->cv.wait(lock, [&] { return shared->done == count; });
 }
 
+// The attributes of the stencil ops: `threads` (how many threads may share the work) and `corners`
+// (false: a five-point stencil, the corner taps never read and their gradient reported as zero).
+class ThreadsCornersOp : public OpKernel {
+ public:
+  explicit ThreadsCornersOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("corners", &corners_));
+  }
+
+ protected:
+  int threads_;
+  bool corners_;
+};
+
 }  // namespace pde_zoo
 
 #endif  // PDE_ZOO_OPS_H_

@@ -171,14 +171,11 @@ void Backward(const Problem& p, int64 l, const float* upstream, float* d_x, floa
   return ::tensorflow::OkStatus();
 }
 
-// What both ops share: the attributes `threads` (how many threads may share the lane groups) and
-// `corners` (false: a five-point stencil), and `Compute`: read and check the problem, then `Run` it.
-class StencilOpBase : public OpKernel {
+// What both ops share: the attributes (`ThreadsCornersOp`), and `Compute`: read and check the problem,
+// then `Run` it.
+class StencilOpBase : public ThreadsCornersOp {
  public:
-  explicit StencilOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("corners", &corners_));
-  }
+  using ThreadsCornersOp::ThreadsCornersOp;
 
   void Compute(OpKernelContext* ctx) override {
     Problem p;
@@ -194,9 +191,6 @@ class StencilOpBase : public OpKernel {
   void ForEachLaneGroup(OpKernelContext* ctx, const Problem& p, Fn fn) const {
     ParallelTasks(ctx, threads_, p.lanes / kLanes, [&](int64 group) { fn(group * kLanes); });
   }
-
-  int threads_;
-  bool corners_;
 };
 
 class StencilStackOp : public StencilOpBase {

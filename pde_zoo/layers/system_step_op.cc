@@ -358,23 +358,9 @@ void Backward(OpKernelContext* ctx, int threads, const Step& s, const float* y, 
   return ::tensorflow::OkStatus();
 }
 
-// The attributes both ops share: `threads` (how many threads may share the batch) and `corners`
-// (false: a five-point stencil, the corner taps never read and their gradient zero).
-class SystemStepOpBase : public OpKernel {
+class SystemStepOp : public ThreadsCornersOp {
  public:
-  explicit SystemStepOpBase(OpKernelConstruction* ctx) : OpKernel(ctx) {
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("corners", &corners_));
-  }
-
- protected:
-  int threads_;
-  bool corners_;
-};
-
-class SystemStepOp : public SystemStepOpBase {
- public:
-  using SystemStepOpBase::SystemStepOpBase;
+  using ThreadsCornersOp::ThreadsCornersOp;
 
   void Compute(OpKernelContext* ctx) override {
     Step s;
@@ -392,9 +378,9 @@ class SystemStepOp : public SystemStepOpBase {
   }
 };
 
-class SystemStepGradOp : public SystemStepOpBase {
+class SystemStepGradOp : public ThreadsCornersOp {
  public:
-  using SystemStepOpBase::SystemStepOpBase;
+  using ThreadsCornersOp::ThreadsCornersOp;
 
   void Compute(OpKernelContext* ctx) override {
     Step s;
