@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import pde_zoo
+from layer_gradients import values_gradients_and_op_types
 from pde_zoo.layers import GroupNormalization, _native
 
 
@@ -15,22 +16,6 @@ from pde_zoo.layers import GroupNormalization, _native
 def native_ops():
     if _native.stencil_ops() is None:
         pytest.skip("no C++ compiler here: the native op is not built")
-
-
-def _run(layer, x, training):
-    """[y, dL/dx, dL/d(weights)...] for L = Σ y·u (a fixed random u), and the traced graph's op types."""
-    upstream = tf.constant(np.random.default_rng(1).normal(size=x.shape).astype(x.dtype.as_numpy_dtype))
-
-    @tf.function
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            loss = tf.reduce_sum(layer(x, training=training) * upstream)
-            y = layer(x, training=training)
-        return [y] + tape.gradient(loss, [x] + layer.trainable_weights)
-
-    types = {op.type for op in run.get_concrete_function(x).graph.get_operations()}
-    return [t.numpy() for t in run(x)], types
 
 
 @pytest.mark.parametrize(
@@ -54,10 +39,10 @@ def test_equals_keras_group_normalization(shape, options):
         value = rng.normal(loc=1.0, scale=0.5, size=a.shape).astype("float32")
         a.assign(value), b.assign(value)
     x = tf.constant((20.0 + 3.0 * rng.normal(size=shape)).astype("float32"))
-    fused, types = _run(ours, x, training=True)
-    reference, _ = _run(keras_layer, x, training=True)
+    fused, types = values_gradients_and_op_types(ours, x, training=True)
+    reference, _ = values_gradients_and_op_types(keras_layer, x, training=True)
     assert "PdeZooGroupNorm" in types and "PdeZooGroupNormGrad" in types
-    assert not any(t.startswith("PdeZoo") for t in _run(ours, x, training=False)[1])
+    assert not any(t.startswith("PdeZoo") for t in values_gradients_and_op_types(ours, x, training=False)[1])
     for got, want in zip(fused, reference):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
 
@@ -69,7 +54,7 @@ def test_one_value_per_group_gives_beta_exactly():
     layer.build((1, 1, 1, 8))
     layer.beta.assign(np.linspace(-1, 1, 8).astype("float32"))
     x = tf.constant(np.random.default_rng(0).normal(loc=20.0, size=(3, 1, 1, 8)).astype("float32"))
-    (y, d_x, d_gamma, d_beta), _ = _run(layer, x, training=True)
+    (y, d_x, d_gamma, d_beta), _ = values_gradients_and_op_types(layer, x, training=True)
     upstream = np.random.default_rng(1).normal(size=x.shape).astype("float32")
     np.testing.assert_array_equal(y, np.broadcast_to(layer.beta.numpy(), y.shape))
     np.testing.assert_allclose(d_x, 0.0, atol=1e-6)
@@ -95,9 +80,9 @@ def test_other_dtypes_warn_once_and_run_keras_ops(dtype):
         warnings.simplefilter("error")
         GroupNormalization(groups=2, dtype=dtype).build((None, 4, 4, 6))
     x = tf.constant(np.random.default_rng(0).normal(size=(2, 4, 4, 6)).astype(dtype))
-    trained, types = _run(layer, x, training=True)
+    trained, types = values_gradients_and_op_types(layer, x, training=True)
     assert not any(t.startswith("PdeZoo") for t in types)
-    inferred, _ = _run(layer, x, training=False)
+    inferred, _ = values_gradients_and_op_types(layer, x, training=False)
     for a, b in zip(trained, inferred):
         np.testing.assert_array_equal(a, b)
 

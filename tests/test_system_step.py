@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 import pde_zoo
+from layer_gradients import values_gradients_and_op_types
 from pde_zoo.layers import PDESystemBlock, _native
 
 
@@ -24,22 +25,6 @@ def _random_block(channels, rng, **options):
     for weight in block.field.weights:
         weight.assign(rng.normal(scale=0.4, size=weight.shape).astype(weight.dtype))
     return block
-
-
-def _values_and_gradients(block, x, training):
-    """[y, dL/dx, dL/d(every weight)] for L = Σ y·u with a fixed random u (any upstream gradient)."""
-    upstream = tf.constant(np.random.default_rng(1).normal(size=x.shape).astype(x.dtype.as_numpy_dtype))
-
-    @tf.function
-    def run(x):
-        with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = block(x, training=training)
-            loss = tf.reduce_sum(y * upstream)
-        return [y] + tape.gradient(loss, [x] + block.trainable_weights)
-
-    ops = {op.type for op in run.get_concrete_function(x).graph.get_operations()}
-    return [t.numpy() for t in run(x)], ops
 
 
 @pytest.mark.parametrize(
@@ -64,8 +49,8 @@ def test_fused_step_equals_the_keras_ops_path(shape, options):
     rng = np.random.default_rng(sum(shape))
     block = _random_block(shape[-1], rng, **options)
     x = tf.constant(rng.normal(size=shape).astype("float32"))
-    fused, fused_ops = _values_and_gradients(block, x, training=True)
-    reference, reference_ops = _values_and_gradients(block, x, training=False)
+    fused, fused_ops = values_gradients_and_op_types(block, x, training=True)
+    reference, reference_ops = values_gradients_and_op_types(block, x, training=False)
     assert "PdeZooSystemStep" in fused_ops and "PdeZooSystemStepGrad" in fused_ops
     assert not any(op.startswith("PdeZoo") for op in reference_ops)
     if fused[0].size >= 16:  # both sides of the ReLU are exercised
@@ -80,9 +65,9 @@ def test_fused_gradients_are_deterministic():
     rng = np.random.default_rng(3)
     block = _random_block(16, rng)
     x = tf.constant(rng.normal(size=(9, 12, 12, 16)).astype("float32"))
-    first, _ = _values_and_gradients(block, x, training=True)
+    first, _ = values_gradients_and_op_types(block, x, training=True)
     for _ in range(3):
-        again, _ = _values_and_gradients(block, x, training=True)
+        again, _ = values_gradients_and_op_types(block, x, training=True)
         for a, b in zip(first, again):
             np.testing.assert_array_equal(a, b)
 
@@ -100,8 +85,8 @@ def test_other_dtypes_warn_once_and_run_the_standard_path(dtype):
         warnings.simplefilter("error")  # once: a second block of the same dtype is silent
         _random_block(6, rng, dtype=dtype)
     x = tf.constant(rng.normal(size=(2, 5, 5, 6)).astype(dtype))
-    trained, ops = _values_and_gradients(block, x, training=True)
-    inferred, _ = _values_and_gradients(block, x, training=False)
+    trained, ops = values_gradients_and_op_types(block, x, training=True)
+    inferred, _ = values_gradients_and_op_types(block, x, training=False)
     assert not any(op.startswith("PdeZoo") for op in ops)
     for a, b in zip(trained, inferred):
         np.testing.assert_array_equal(a, b)

@@ -156,5 +156,19 @@ def warn_not_float32(kernel, dtype):
     )
 
 
+def float32_kernel_applies(layer, kernel):
+    """Whether `layer`'s training steps may run the float32 C++ `kernel`, decided at build: the
+    TensorFlow backend and a float32 compute dtype. Another dtype warns once (`warn_not_float32`) and
+    runs the standard ops; JAX runs the `keras.ops` path (compiled by XLA) without a word."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return False
+    if layer.compute_dtype != "float32":
+        warn_not_float32(kernel, layer.compute_dtype)
+        return False
+    return True
+
+
 if __name__ == "__main__":  # python -m pde_zoo.layers._native: build now (setup_env.sh)
     print(build())

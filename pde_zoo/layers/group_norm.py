@@ -3,6 +3,7 @@
 import keras
 
 
+
 @keras.saving.register_keras_serializable(package="pde_zoo")
 class GroupNormalization(keras.layers.GroupNormalization):
     """`keras.layers.GroupNormalization` with a fused kernel: the same arguments, weights, config and numbers.
@@ -26,19 +27,12 @@ class GroupNormalization(keras.layers.GroupNormalization):
 
     def build(self, input_shape):
         super().build(input_shape)
-        self.fused = self._fused_kernel_applies(len(input_shape))
+        from pde_zoo.layers._native import float32_kernel_applies  # (not at import: `python -m` runs _native)
 
-    def _fused_kernel_applies(self, rank):
-        """Whether training steps may run the fused op, decided once: TensorFlow backend, channels-last
-        axis, float32 compute (another float dtype warns once and runs Keras's ops)."""
-        if keras.backend.backend() != "tensorflow" or self.axis not in (-1, rank - 1):
-            return False
-        if self.compute_dtype != "float32":
-            from pde_zoo.layers._native import warn_not_float32
-
-            warn_not_float32("group normalization (pde_zoo.layers.GroupNormalization)", self.compute_dtype)
-            return False
-        return True
+        # Training steps may run the fused op for the channels-last axis.
+        self.fused = self.axis in (-1, len(input_shape) - 1) and float32_kernel_applies(
+            self, "group normalization (pde_zoo.layers.GroupNormalization)"
+        )
 
     def call(self, inputs, training=None):
         if training and self.fused:  # a fused kernel only in training steps: SavedModels hold standard ops

@@ -117,20 +117,10 @@ class PDESystemField(StencilField):
         for name in STENCIL_NAMES + ("bias",):
             setattr(self, name, self.add_weight(name=name, shape=(c,), initializer=getattr(self, f"{name}_initializer")))
         self.mixing = self.add_weight(name="mixing", shape=(c, c), initializer=self.mixing_initializer)
-        self.fused = self._fused_kernel_applies()
+        from pde_zoo.layers._native import float32_kernel_applies  # (not at import: `python -m` runs _native)
 
-    def _fused_kernel_applies(self):
-        """Whether the ReLU Euler step of this field may run as the fused C++ op (`fused_rectified_step`),
-        decided once, at build: a linear field on the TensorFlow backend computing in float32 (any other
-        float dtype warns once and runs on the `keras.ops` path; JAX compiles that path with XLA)."""
-        if self.activation is not None or keras.backend.backend() != "tensorflow":
-            return False
-        if self.compute_dtype != "float32":
-            from pde_zoo.layers._native import warn_not_float32
-
-            warn_not_float32("PDE-system step (PDESystemBlock)", self.compute_dtype)
-            return False
-        return True
+        # The ReLU Euler step of a linear field may run as the fused C++ op (`fused_rectified_step`).
+        self.fused = self.activation is None and float32_kernel_applies(self, "PDE-system step (PDESystemBlock)")
 
     def explicit_step(self, psi, time_step, t=0.0):
         """ψ + Δt f(ψ); for the linear field (activation=None) `linear_step`, one pass."""
@@ -141,7 +131,7 @@ class PDESystemField(StencilField):
     def fused_rectified_step(self, psi, time_step):
         """relu(ψ + Δt (Aψ + b)) as one fused C++ op, forward and backward (`_tf_stencil.system_step`:
         the depthwise stencil, the mixing, the bias and the ReLU in one pass over each chunk of images),
-        or None where it does not run: not `fused` (see `_fused_kernel_applies`), or the op is
+        or None where it does not run: not `fused` (decided at build), or the op is
         unavailable now (no compiler, a GPU, XLA, a SavedModel being written). Same numbers as
         `linear_step` (tests hold values and gradients equal at 1e-5)."""
         if not self.fused:

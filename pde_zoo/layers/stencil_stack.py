@@ -47,10 +47,10 @@ class StencilStack(keras.layers.Layer):
             if not block.built:  # deserialized blocks arrive built
                 block.build(input_shape)
         self._check_fusable()
-        if self.uses_fast_path and self.compute_dtype != "float32":  # the C++ op is float32: say so once
-            from pde_zoo.layers._native import warn_not_float32
+        if self.uses_fast_path:  # the C++ op is float32: another dtype says so once (`call` picks the op by dtype)
+            from pde_zoo.layers._native import float32_kernel_applies  # (not at import: `python -m` runs _native)
 
-            warn_not_float32("stencil stack (StencilStack of PDE / c_ResNet blocks)", self.compute_dtype)
+            float32_kernel_applies(self, "stencil stack (StencilStack of PDE / c_ResNet blocks)")
 
     def _check_fusable(self):
         """A block that opts in to fusion (`fusable`, known once built) must give what the fused
