@@ -3,7 +3,6 @@
 import keras
 
 
-
 @keras.saving.register_keras_serializable(package="pde_zoo")
 class GroupNormalization(keras.layers.GroupNormalization):
     """`keras.layers.GroupNormalization` with a fused kernel: the same arguments, weights, config and numbers.
