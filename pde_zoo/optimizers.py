@@ -3,8 +3,10 @@
 The zoo's models have five scalar weights per block (250 at depth 50). Keras's Adam spends
 about ten small ops per variable per step (recomputing lr·sqrt(1-β₂ᵗ)/(1-β₁ᵗ) each time),
 which on CPU costs more than the blocks' own maths. This Adam computes β₁ᵗ, β₂ᵗ once per step
-and, on the TensorFlow backend, updates each variable with TF's fused `ResourceApplyAdam`
-kernel (one op); other backends use the same formula in `keras.ops`. The update is exactly
+and, on the TensorFlow backend, updates all float32 variables with one C++ op (`PdeZooApplyAdam`,
+the arithmetic of TF's `ResourceApplyAdam` for a list of variables), or, where that does not apply
+(a tf.distribute strategy, other dtypes, sparse gradients, no compiler), each variable with TF's
+fused `ResourceApplyAdam` kernel (one op each); other backends use the same formula in `keras.ops`. The update is exactly
 Adam (Kingma & Ba, Alg. 1), in Keras's order of operations:
 
     m ← m + (1-β₁)(g - m),   v ← v + (1-β₂)(g² - v),   θ ← θ - α_t m / (√v + ε),
@@ -31,13 +33,47 @@ class Adam(keras.optimizers.Adam):
         super().__init__(*args, **kwargs)
         if self.amsgrad:
             raise ValueError("pde_zoo.optimizers.Adam does not implement amsgrad; use keras.optimizers.Adam.")
+        self._slot_handles = {}  # variable indices -> packed handles of their moments (`_packed_slots`)
 
     def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        constants = self._step_constants(learning_rate)
+        if self._apply_all_at_once(grads, trainable_variables, constants):
+            return
         # The per-step constants travel to `update_step` in the learning-rate argument, which
         # every backend passes through unchanged; on TensorFlow under a tf.distribute strategy
         # it crosses `merge_call` and `extended.update` per replica like the learning rate
         # itself (nothing is kept on `self`, which the replicas' threads share).
-        super()._backend_update_step(grads, trainable_variables, self._step_constants(learning_rate))
+        super()._backend_update_step(grads, trainable_variables, constants)
+
+    def _apply_all_at_once(self, grads, trainable_variables, constants):
+        """On TensorFlow, one C++ op updates every variable (`_tf_variables.apply_adam`, the arithmetic of
+        `ResourceApplyAdam`) where it applies: float32 variables, dense gradients, no tf.distribute
+        strategy, the library built. Returns whether it did."""
+        if keras.backend.backend() != "tensorflow":
+            return False
+        import tensorflow as tf
+
+        from pde_zoo.layers._tf_variables import apply_adam, list_ops
+
+        native = list_ops(trainable_variables)
+        if native is None or any(isinstance(g, tf.IndexedSlices) for g in grads):
+            return False
+        apply_adam(
+            native, trainable_variables, self._packed_slots(trainable_variables), [tf.cast(g, tf.float32) for g in grads],
+            constants.beta_1_power, constants.beta_2_power, constants.lr, constants.beta_1, constants.beta_2,
+            constants.epsilon,
+        )
+        return True
+
+    def _packed_slots(self, variables):
+        """The handles of m_1..m_N, v_1..v_N of `variables`, packed once per variable list (`pack_handles`)."""
+        from pde_zoo.layers._tf_variables import pack_handles
+
+        index = [self._get_variable_index(v) for v in variables]
+        key = tuple(index)
+        if key not in self._slot_handles:
+            self._slot_handles[key] = pack_handles([self._momentums[i] for i in index] + [self._velocities[i] for i in index])
+        return self._slot_handles[key]
 
     def _step_constants(self, learning_rate):
         step = ops.cast(self.iterations + 1, "float32")

@@ -60,3 +60,82 @@ def test_config_round_trip_and_no_amsgrad():
     assert clone.get_config() == opt.get_config()
     with pytest.raises(ValueError, match="amsgrad"):
         Adam(amsgrad=True)
+
+
+def _variables_and_gradients(seed=1):
+    """Variables of several shapes (one larger than the op's 16384-element chunk) and 4 steps of gradients."""
+    rng = np.random.default_rng(seed)
+    shapes = [(), (1,), (3, 4), (40000,)] + [(1,)] * 20
+    values = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [[(rng.normal(size=s) * 10 ** rng.uniform(-4, 1)).astype("float32") for s in shapes] for _ in range(4)]
+    return values, grads
+
+
+def _run_adam(values, grads, monkeypatch=None):
+    import tensorflow as tf
+
+    variables = [keras.Variable(v) for v in values]
+    optimizer = Adam(learning_rate=2e-3, beta_1=0.85, beta_2=0.995)
+    optimizer.build(variables)
+    step = tf.function(lambda g: optimizer.apply(g, variables))
+    for g in grads:
+        step([tf.constant(x) for x in g])
+    graph_ops = {op.type for op in step.get_concrete_function([tf.constant(x) for x in grads[0]]).graph.get_operations()}
+    return [keras.ops.convert_to_numpy(v) for v in variables], graph_ops
+
+
+def test_one_op_updates_every_variable_as_resource_apply_adam(monkeypatch):
+    """The C++ op (one for all variables) equals TF's ResourceApplyAdam applied variable by variable, and
+    both equal the NumPy Adam; the traced step holds the one op and no per-variable update."""
+    from pde_zoo.layers import _native, _tf_variables
+
+    if _native.stencil_ops() is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    values, grads = _variables_and_gradients()
+    fused, fused_ops = _run_adam(values, grads)
+    assert "PdeZooApplyAdam" in fused_ops and "ResourceApplyAdam" not in fused_ops
+    monkeypatch.setattr(_tf_variables, "list_ops", lambda variables: None)
+    per_variable, per_variable_ops = _run_adam(values, grads)
+    assert "ResourceApplyAdam" in per_variable_ops and "PdeZooApplyAdam" not in per_variable_ops
+    for a, b, w0, column in zip(fused, per_variable, values, zip(*grads)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+        expected = numpy_adam(w0.reshape(-1), [g.reshape(-1) for g in column], lr=2e-3, beta_1=0.85, beta_2=0.995)[-1]
+        np.testing.assert_allclose(a.reshape(-1), expected, rtol=0, atol=2e-6)
+        assert not np.array_equal(a, w0)
+
+
+def test_a_read_taken_before_the_update_keeps_its_values():
+    """Copy-on-write: a tensor read from a variable before the op updates it in place still holds the old values."""
+    import tensorflow as tf
+
+    from pde_zoo.layers import _native
+
+    if _native.stencil_ops() is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    variable = keras.Variable(np.arange(6, dtype="float32"))
+    optimizer = Adam(learning_rate=0.5)
+    optimizer.build([variable])
+    before = variable.value.read_value()  # aliases the variable's buffer until the update
+    optimizer.apply([tf.ones(6)], [variable])
+    np.testing.assert_array_equal(before.numpy(), np.arange(6, dtype="float32"))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), np.arange(6) - 0.5, atol=1e-5)  # step 1: lr sign(g), up to eps
+
+
+def test_the_op_rejects_mismatched_shapes_and_slots():
+    import tensorflow as tf
+
+    from pde_zoo.layers import _native, _tf_variables
+
+    ops = _native.stencil_ops()
+    if ops is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    variable, m, v = (tf.Variable(tf.zeros(3)) for _ in range(3))
+    scalars = [tf.constant(x) for x in (0.9, 0.99, 1e-3, 0.9, 0.99, 1e-7)]
+    with pytest.raises(tf.errors.InvalidArgumentError, match="variable input 0 has shape \\[3\\] and the gradient \\[4\\]"):
+        _tf_variables.apply_adam(ops, [variable], _tf_variables.pack_handles([m, v]), [tf.ones(4)], *scalars)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="slots has shape"):
+        _tf_variables.apply_adam(ops, [variable], _tf_variables.pack_handles([m]), [tf.ones(3)], *scalars)
+    double = tf.Variable(tf.zeros(3, tf.float64))
+    assert _tf_variables.list_ops([double]) is None  # float64 keeps TF's per-variable op
+    with pytest.raises(tf.errors.InvalidArgumentError, match="is double, not float32"):
+        _tf_variables.apply_adam(ops, [double], _tf_variables.pack_handles([m, v]), [tf.ones(3)], *scalars)

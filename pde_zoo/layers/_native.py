@@ -29,7 +29,7 @@ from pathlib import Path
 
 from pde_zoo.cache import cache_dir
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("stencil_op.cc", "system_step_op.cc", "group_norm_op.cc"))
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("stencil_op.cc", "system_step_op.cc", "group_norm_op.cc", "variable_list_op.cc"))
 HEADERS = (Path(__file__).with_name("pde_zoo_ops.h"),)
 KERNEL_ENV = "PDE_ZOO_KERNEL"
 # name -> (CPU flags it needs, compiler flags), best first.

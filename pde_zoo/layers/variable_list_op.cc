@@ -1,0 +1,158 @@
+// Adam on a list of float32 resource variables at once, as one TensorFlow CPU op.
+//
+// A thesis network of depth D has 5 D scalar weights (250 at D = 50). Keras's Adam on TF updates each
+// with its own ResourceApplyAdam op, and each of the 2 N moment variables is one more input of the
+// training step's graph; at batch 128 on CPU those per-variable costs (a few microseconds each, per
+// step) are as large as the blocks' arithmetic. PdeZooApplyAdam(var_i, m_i, v_i, grad_i, ...), i = 1..N,
+// is exactly ResourceApplyAdam on each (Kingma & Ba, Alg. 1, in TF's order of operations):
+//     alpha = lr sqrt(1 - beta2^t) / (1 - beta1^t),
+//     m += (g - m)(1 - beta1),   v += (g^2 - v)(1 - beta2),   var -= m alpha / (sqrt(v) + epsilon).
+// The moments come as one (2N,) tensor of handles, packed once outside the training step (one graph
+// input, not 2N; the variables themselves are inputs of the step already, as its gradient tape reads
+// them). The 3N variables are locked together (exclusive, in mutex address order, as TF's training ops
+// lock theirs), a buffer still shared with an earlier read is copied first (copy-on-write, as TF's
+// PrepareToUpdateVariable), then the elements are updated in chunks shared among `threads` threads.
+//
+// Built and loaded by pde_zoo/layers/_native.py (one library with the stencil ops); used by
+// pde_zoo/optimizers.py (Adam) through _tf_variables.py.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "pde_zoo_ops.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/resource_mgr.h"
+#include "tensorflow/core/framework/resource_var.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace pde_zoo {
+namespace {
+
+using ::tensorflow::errors::InvalidArgument;
+using ::tensorflow::errors::FailedPrecondition;
+
+constexpr int64 kChunk = 1 << 14;  // elements per update task
+
+// The variable behind `handle` (`what` names it in errors), checked to be a float32 variable.
+::tensorflow::Status LookupFloatVariable(OpKernelContext* ctx, const ::tensorflow::ResourceHandle& handle, const std::string& what,
+                                         ::tensorflow::core::RefCountPtr<::tensorflow::Var>* var) {
+  TF_RETURN_IF_ERROR(::tensorflow::LookupResource(ctx, handle, var));
+  if ((*var)->tensor()->dtype() != ::tensorflow::DT_FLOAT) {
+    return InvalidArgument(what, " is ", ::tensorflow::DataTypeString((*var)->tensor()->dtype()), ", not float32");
+  }
+  return ::tensorflow::OkStatus();
+}
+
+std::string VariableInput(int index) { return "variable input " + std::to_string(index); }
+
+class ApplyAdamOp : public OpKernel {
+ public:
+  explicit ApplyAdamOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("N", &n_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("threads", &threads_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    // Inputs: vars [0, N), slots (2N,) = m_1..m_N, v_1..v_N, grads [N + 1, 2N + 1), then the six scalars.
+    const Tensor& slots = ctx->input(n_);
+    OP_REQUIRES(ctx, slots.dims() == 1 && slots.dim_size(0) == 2 * n_,
+                InvalidArgument("slots has shape ", slots.shape().DebugString(), "; expected (", 2 * n_, ",): m_1..m_N, v_1..v_N"));
+    float scalar[6];  // beta1_power, beta2_power, lr, beta1, beta2, epsilon
+    for (int k = 0; k < 6; ++k) {
+      const Tensor& t = ctx->input(2 * n_ + 1 + k);
+      OP_REQUIRES(ctx, t.NumElements() == 1, InvalidArgument("scalar input ", k, " has shape ", t.shape().DebugString()));
+      scalar[k] = t.flat<float>()(0);
+    }
+    const float beta1_power = scalar[0], beta2_power = scalar[1], lr = scalar[2];
+    const float beta1 = scalar[3], beta2 = scalar[4], epsilon = scalar[5];
+
+    // vars[k * N + i]: variable i (k = 0), its m (k = 1) and its v (k = 2).
+    std::vector<::tensorflow::core::RefCountPtr<::tensorflow::Var>> vars(3 * n_);
+    for (int i = 0; i < n_; ++i) {
+      OP_REQUIRES_OK(ctx, LookupFloatVariable(ctx, ::tensorflow::HandleFromInput(ctx, i), VariableInput(i), &vars[i]));
+    }
+    for (int j = 0; j < 2 * n_; ++j) {
+      OP_REQUIRES_OK(ctx, LookupFloatVariable(ctx, slots.flat<::tensorflow::ResourceHandle>()(j), "slot " + std::to_string(j), &vars[n_ + j]));
+    }
+    std::vector<::tensorflow::mutex*> mutexes;
+    for (auto& var : vars) mutexes.push_back(var->mu());
+    std::sort(mutexes.begin(), mutexes.end());
+    mutexes.erase(std::unique(mutexes.begin(), mutexes.end()), mutexes.end());
+    std::vector<std::unique_lock<::tensorflow::mutex>> locks;  // released when Compute returns
+    for (auto* mu : mutexes) locks.emplace_back(*mu);
+
+    struct Task {
+      float *var, *m, *v;
+      const float* grad;
+      int64 size;
+    };
+    std::vector<Task> tasks;
+    for (int i = 0; i < n_; ++i) {
+      const Tensor& grad = ctx->input(n_ + 1 + i);
+      float* data[3];
+      for (int k = 0; k < 3; ++k) {
+        ::tensorflow::Var* var = vars[k * n_ + i].get();
+        OP_REQUIRES(ctx, var->is_initialized, FailedPrecondition(k ? "a slot of " : "", VariableInput(i), " is not initialized"));
+        OP_REQUIRES(ctx, var->tensor()->shape() == grad.shape(),
+                    InvalidArgument(k ? "a slot of " : "", VariableInput(i), " has shape ", var->tensor()->shape().DebugString(),
+                                    " and the gradient ", grad.shape().DebugString()));
+        OP_REQUIRES_OK(ctx, PrepareToUpdate(ctx, var));
+        data[k] = var->tensor()->flat<float>().data();
+      }
+      for (int64 begin = 0; begin < grad.NumElements(); begin += kChunk) {
+        tasks.push_back({data[0] + begin, data[1] + begin, data[2] + begin, grad.flat<float>().data() + begin,
+                         std::min(kChunk, grad.NumElements() - begin)});
+      }
+    }
+    const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
+    const float keep1 = 1.0f - beta1, keep2 = 1.0f - beta2;
+    ParallelTasks(ctx, threads_, static_cast<int64>(tasks.size()), [&](int64 k) {
+      const Task& t = tasks[k];
+      for (int64 e = 0; e < t.size; ++e) {
+        const float g = t.grad[e];
+        const float m = t.m[e] + (g - t.m[e]) * keep1;
+        const float v = t.v[e] + (g * g - t.v[e]) * keep2;
+        t.m[e] = m;
+        t.v[e] = v;
+        t.var[e] -= (m * alpha) / (std::sqrt(v) + epsilon);
+      }
+    });
+  }
+
+ private:
+  // A buffer still aliased by a read (or a variable in copy-on-read mode) is copied before the update, so
+  // the reader keeps the old values (TF's PrepareToUpdateVariable).
+  static ::tensorflow::Status PrepareToUpdate(OpKernelContext* ctx, ::tensorflow::Var* var) {
+    Tensor* tensor = var->tensor();
+    if (!var->copy_on_read_mode.load() && tensor->RefCountIsOne()) return ::tensorflow::OkStatus();
+    Tensor copy;
+    TF_RETURN_IF_ERROR(ctx->allocate_temp(::tensorflow::DT_FLOAT, tensor->shape(), &copy));
+    std::copy_n(tensor->flat<float>().data(), tensor->NumElements(), copy.flat<float>().data());
+    *tensor = copy;
+    return ::tensorflow::OkStatus();
+  }
+
+  int n_, threads_;
+};
+
+}  // namespace
+}  // namespace pde_zoo
+
+REGISTER_OP("PdeZooApplyAdam")
+    .Input("vars: N * resource")
+    .Input("slots: resource")  // (2N,): the handles of m_1..m_N, v_1..v_N, packed (one graph input, not 2N)
+    .Input("grads: N * float")
+    .Input("beta1_power: float")
+    .Input("beta2_power: float")
+    .Input("lr: float")
+    .Input("beta1: float")
+    .Input("beta2: float")
+    .Input("epsilon: float")
+    .Attr("N: int >= 1")
+    .Attr("threads: int >= 1 = 1")
+    .SetIsStateful()
+    .SetShapeFn([](::tensorflow::shape_inference::InferenceContext*) { return ::tensorflow::OkStatus(); });
+
+REGISTER_KERNEL_BUILDER(Name("PdeZooApplyAdam").Device(::tensorflow::DEVICE_CPU), pde_zoo::ApplyAdamOp);
