@@ -83,14 +83,16 @@ def test_op_rejects_mismatched_shapes():
     ops = _native.stencil_ops()
     if ops is None:
         pytest.skip("no C++ compiler here: the native op is not built")
-    x, taps, offsets = tf.zeros([4, 4, 16]), tf.zeros([2, 9, 16]), tf.zeros([2, 16])
-    assert ops.pde_zoo_stencil_stack(x, taps, offsets).shape == (4, 4, 16)
-    with pytest.raises(tf.errors.InvalidArgumentError, match="multiple of"):
-        ops.pde_zoo_stencil_stack(tf.zeros([4, 4, 10]), tf.zeros([2, 9, 10]), tf.zeros([2, 10]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="taps \\(D, 9, L\\)"):
-        ops.pde_zoo_stencil_stack(x, tf.zeros([2, 8, 16]), offsets)
+    x, taps, offsets = tf.zeros([3, 4, 4, 2]), tf.zeros([2, 9, 2]), tf.zeros([2, 2])
+    assert ops.pde_zoo_stencil_stack(x, taps, offsets).shape == (3, 4, 4, 2)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="channel or block counts"):
+        ops.pde_zoo_stencil_stack(x, tf.zeros([2, 9, 3]), offsets)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="channel or block counts"):
+        ops.pde_zoo_stencil_stack(x, taps, tf.zeros([3, 2]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="taps \\(D, 9, C\\)"):
+        ops.pde_zoo_stencil_stack(x, tf.zeros([2, 8, 2]), offsets)
     with pytest.raises(tf.errors.InvalidArgumentError, match="upstream"):
-        ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([4, 5, 16]))
+        ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([3, 4, 5, 2]))
 
 
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse2"}

@@ -4,7 +4,8 @@ and for one multi-channel PDE-system step  ψ ← relu(K ⋆ ψ + Γψ + b)  (`s
 Two implementations, same numbers (tests hold both equal to the `keras.ops` path):
 - native: the C++ ops of `stencil_op.cc` (built on first use, `_native.py`), one op for the
   forward pass of the whole stack and one for its backward pass, each vectorized over the
-  batch and split over the inter-op threads. Used for float32 on CPU;
+  batch and split over the inter-op threads, reading and writing NHWC tensors directly (the
+  weight gradients come back summed over the batch). Used for float32 on CPU;
 - standard TF ops (below), used when the native library cannot be built, for other dtypes,
   with a GPU, under XLA (`jit_compile=True` cannot compile a custom op), and whenever the
   caller does not ask for the native op (`native=False`: `StencilStack` asks only for training
@@ -38,7 +39,6 @@ _STRIDES = [1, 1, 1, 1]
 
 
 MAX_CHAINS = 4
-LANE_MULTIPLE = 16  # the native op's lane count must be a multiple of its SIMD width (16, 8 or 4 floats)
 
 
 def worker_threads():
@@ -104,39 +104,17 @@ def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None, nat
 
 
 def _native_stack(native, inputs, taps, offsets, five_point):
-    """`stencil_stack` with the C++ ops: lanes = images x channels, padded to LANE_MULTIPLE."""
-    threads = worker_threads()
+    """`stencil_stack` with the C++ ops (NHWC in and out; the op groups images x channels into SIMD lanes)."""
+    attrs = {"threads": worker_threads(), "corners": not five_point}
 
     @tf.custom_gradient
     def run(inputs, taps, offsets):
-        shape = tf.shape(inputs)
-        batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-        depth = taps.shape[0]
-        lanes = batch * channels
-        pad = (-lanes) % LANE_MULTIPLE  # zero lanes: they stay zero and add nothing to any gradient
-
-        def to_lanes(x):  # (N, H, W, C) -> (H, W, N*C + pad), lane n*C + c
-            x = tf.reshape(tf.transpose(x, [1, 2, 0, 3]), [height, width, lanes])
-            return tf.pad(x, [[0, 0], [0, 0], [0, pad]])
-
-        def per_lane(a):  # (..., C) -> (..., N*C + pad): the same value for every image
-            a = tf.tile(a, tf.concat([tf.ones([tf.rank(a) - 1], tf.int32), [batch]], 0))
-            return tf.pad(a, [[0, 0]] * (len(a.shape) - 1) + [[0, pad]])
-
-        def lane_sum(a):  # (..., N*C + pad) -> (..., C): summed over the images
-            a = a[..., :lanes]
-            return tf.reduce_sum(tf.reshape(a, tf.concat([tf.shape(a)[:-1], [batch, channels]], 0)), axis=-2)
-
-        def from_lanes(x):  # (H, W, N*C + pad) -> (N, H, W, C)
-            return tf.transpose(tf.reshape(x[..., :lanes], [height, width, batch, channels]), [2, 0, 1, 3])
-
-        x, kernel, bias = to_lanes(inputs), per_lane(tf.reshape(taps, [depth, 9, -1])), per_lane(offsets)
-        attrs = {"threads": threads, "corners": not five_point}
-        outputs = from_lanes(native.pde_zoo_stencil_stack(x, kernel, bias, **attrs))
+        flat_taps = tf.reshape(taps, [taps.shape[0], 9, -1])
+        outputs = native.pde_zoo_stencil_stack(inputs, flat_taps, offsets, **attrs)
 
         def grad(upstream):  # the op recomputes the states it needs (cheaper than keeping them)
-            d_x, d_kernel, d_bias = native.pde_zoo_stencil_stack_grad(x, kernel, bias, to_lanes(upstream), **attrs)
-            return from_lanes(d_x), tf.reshape(lane_sum(d_kernel), tf.shape(taps)), lane_sum(d_bias)
+            d_x, d_taps, d_offsets = native.pde_zoo_stencil_stack_grad(inputs, flat_taps, offsets, upstream, **attrs)
+            return d_x, tf.reshape(d_taps, tf.shape(taps)), d_offsets
 
         return outputs, grad
 

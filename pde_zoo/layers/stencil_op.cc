@@ -1,19 +1,26 @@
 // A stack of depthwise 3x3 stencil blocks, forward and backward, as two TensorFlow CPU ops.
 //
-// Layout: images side by side in "lanes", x[i, j, l] of shape (H, W, L), lane l = image * C + channel,
-// L a multiple of kLanes. Block t = 0..D-1 maps s_{t-1} to
-//     s_t[i, j, l] = relu(b_t[l] + sum_{dy, dx in -1..1} k_t[(dy + 1) * 3 + dx + 1, l] * s_{t-1}[i + dy, j + dx, l])
-// with zeros outside the image (s_{-1} = x). Lanes never interact, so every group of kLanes lanes
-// (one SIMD vector per pixel) goes through all D blocks on its own, on whichever thread takes it.
+// On x of shape (N, H, W, C) (NHWC, as the layers hold it), block t = 0..D-1 maps s_{t-1} to
+//     s_t[n, i, j, c] = relu(b_t[c] + sum_{dy, dx in -1..1} k_t[(dy + 1) * 3 + dx + 1, c] * s_{t-1}[n, i + dy, j + dx, c])
+// with zeros outside the image (s_{-1} = x). Images and channels never interact, so the kernels put them
+// side by side in "lanes", lane l = n C + c, one SIMD vector of kLanes lanes per pixel: every group of
+// kLanes lanes (the last one padded with zero lanes) is gathered from the NHWC tensor into its own
+// image-sized buffer, goes through all D blocks there, on whichever thread takes it, and is scattered
+// back. The ops read and write NHWC themselves: transposing to and from a lane-major tensor in TF ops
+// cost more per step than the gathers here.
 //
-// The forward op returns s_{D-1} only. The backward op recomputes s_0..s_{D-1} of a lane group into
-// a thread-local buffer (~3 MB at D = 50 on 28x28) and walks back through the blocks: writing all
-// states out as a tensor for the backward pass (20 MB per batch of 128) cost ~3x the arithmetic.
+// The forward op returns s_{D-1} only. The backward op recomputes the states of a lane group in a
+// thread-local buffer and walks back through the blocks: writing all states out as a tensor for the
+// backward pass (20 MB per batch of 128 at D = 50) cost ~3x the arithmetic. Keeping all of a lane
+// group's states (~3 MB at D = 50 on 28x28 with AVX-512) overflows a core's L2 cache too, so the
+// backward pass keeps every S-th state and recomputes the others one segment at a time (`Checkpoints`).
 //
 // Built and loaded by pde_zoo/layers/_native.py; used by _tf_stencil.py.
 #include <algorithm>
 #include <cstring>
 #include <vector>
+
+#include <unistd.h>
 
 #include "tensorflow/core/framework/op.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -39,13 +46,27 @@ class Grid {
     for (int j = -1; j <= w_; ++j) row(-1)[j] = row(h_)[j] = Zero();
     for (int i = 0; i < h_; ++i) row(i)[-1] = row(i)[w_] = Zero();
   }
-  void Gather(const float* src, int64 lanes) const {  // interior <- src[(i * w + j) * lanes + 0..kLanes)
-    for (int i = 0; i < h_; ++i)
-      for (int j = 0; j < w_; ++j) row(i)[j] = Load(src + (int64(i) * w_ + j) * lanes);
+  // Interior <- the pixels of `lanes` (their NHWC offsets base[0..count), pixel p at base + p * stride);
+  // lanes count..kLanes - 1 are zero.
+  void Gather(const float* src, const int64* base, int count, int64 stride) const {
+    float lanes[kLanes] = {};
+    for (int i = 0; i < h_; ++i) {
+      for (int j = 0; j < w_; ++j) {
+        const int64 at = (int64(i) * w_ + j) * stride;
+        for (int k = 0; k < count; ++k) lanes[k] = src[base[k] + at];
+        row(i)[j] = Load(lanes);
+      }
+    }
   }
-  void Scatter(float* dst, int64 lanes) const {
-    for (int i = 0; i < h_; ++i)
-      for (int j = 0; j < w_; ++j) Store(dst + (int64(i) * w_ + j) * lanes, row(i)[j]);
+  void Scatter(float* dst, const int64* base, int count, int64 stride) const {
+    float lanes[kLanes];
+    for (int i = 0; i < h_; ++i) {
+      for (int j = 0; j < w_; ++j) {
+        const int64 at = (int64(i) * w_ + j) * stride;
+        Store(lanes, row(i)[j]);
+        for (int k = 0; k < count; ++k) dst[base[k] + at] = lanes[k];
+      }
+    }
   }
 
  private:
@@ -60,48 +81,73 @@ Vec* Scratch(int64 size) {
   return buffer.data();
 }
 
-// out = act(bias + sum_{dy, dx} taps[(dy + 1) * 3 + dx + 1] * in[. + dy, . + dx]) on the interior;
-// act is ReLU or the identity. Without kCorners the corner taps are taken as zero (a five-point
-// stencil, as in every PDE block) and not read.
+// One output row of a 3x3 correlation: o[j] = act(bias + sum_{dy, dx} taps[(dy + 1) * 3 + dx + 1] * row_dy[j + dx])
+// for rows up (dy = -1), c (0) and dn (+1); act is ReLU or the identity. Without kCorners the corner taps are
+// taken as zero (a five-point stencil, as in every PDE block) and not read. The centre row's neighbours
+// slide through registers (one load per pixel, not three).
 template <bool kRelu, bool kCorners>
-void Correlate(const Grid& in, const Grid& out, const Vec* taps, Vec bias, int h, int w) {
-  const int64 s = in.stride();
-  for (int i = 0; i < h; ++i) {
-    const Vec* c = in.row(i);
-    Vec* o = out.row(i);
-    for (int j = 0; j < w; ++j) {
-      Vec acc = bias + taps[1] * c[j - s] + taps[3] * c[j - 1] + taps[4] * c[j] + taps[5] * c[j + 1] + taps[7] * c[j + s];
-      if (kCorners) acc += taps[0] * c[j - s - 1] + taps[2] * c[j - s + 1] + taps[6] * c[j + s - 1] + taps[8] * c[j + s + 1];
-      o[j] = kRelu ? (acc > Zero() ? acc : Zero()) : acc;
-    }
+inline void CorrelateRow(const Vec* up, const Vec* c, const Vec* dn, Vec* o, const Vec* tap_memory, Vec bias, int w) {
+  Vec taps[9];  // in registers: the compiler cannot tell that the stores to o leave tap_memory alone
+  std::copy_n(tap_memory, 9, taps);
+  Vec left = c[-1], mid = c[0];
+  for (int j = 0; j < w; ++j) {
+    const Vec right = c[j + 1];
+    Vec acc = bias + taps[1] * up[j] + taps[3] * left + taps[4] * mid + taps[5] * right + taps[7] * dn[j];
+    if (kCorners) acc += taps[0] * up[j - 1] + taps[2] * up[j + 1] + taps[6] * dn[j - 1] + taps[8] * dn[j + 1];
+    o[j] = kRelu ? (acc > Zero() ? acc : Zero()) : acc;
+    left = mid, mid = right;
   }
 }
 
-struct Problem {  // one call's tensors (lane-major, see the top) and sizes
-  const float* x;
-  const float* taps;     // (D, 9, L)
-  const float* offsets;  // (D, L)
+// out = act(bias + taps ⋆ in) on the interior (`CorrelateRow` row by row).
+template <bool kRelu, bool kCorners>
+__attribute__((noinline)) void Correlate(const Grid& in, const Grid& out, const Vec* taps, Vec bias, int h, int w) {
+  for (int i = 0; i < h; ++i) CorrelateRow<kRelu, kCorners>(in.row(i - 1), in.row(i), in.row(i + 1), out.row(i), taps, bias, w);
+}
+
+struct Problem {  // one call's tensors and sizes
+  const float* x;        // (N, H, W, C)
+  const float* taps;     // (D, 9, C)
+  const float* offsets;  // (D, C)
   int h, w, depth;
-  int64 lanes;
-  void Taps(int t, int64 l, Vec* out) const {
-    for (int q = 0; q < 9; ++q) out[q] = Load(taps + (int64(t) * 9 + q) * lanes + l);
-  }
-  Vec Offset(int t, int64 l) const { return Load(offsets + int64(t) * lanes + l); }
+  int64 images, channels;
+  int64 lanes() const { return images * channels; }
+  int64 groups() const { return (lanes() + kLanes - 1) / kLanes; }
 };
 
-// s_0 .. s_{D-1} of the lane group at lane l: s_t goes to grids[(t + 1) % n], from grids[0] = x,
-// so n = D + 1 grids keep every state and n = 2 ping-pong. Returns the grid of s_{D-1}.
-template <bool kCorners>
-const Grid& Forward(const Problem& p, int64 l, const std::vector<Grid>& grids) {
-  const size_t n = grids.size();
-  grids[0].Gather(p.x + l, p.lanes);
-  Vec tap[9];
-  for (int t = 0; t < p.depth; ++t) {
-    p.Taps(t, l, tap);
-    Correlate<true, kCorners>(grids[t % n], grids[(t + 1) % n], tap, p.Offset(t, l), p.h, p.w);
+// One group of kLanes lanes (lane l = n C + c): where its pixels are in NHWC tensors, and every block's taps
+// and offset per lane.
+struct LaneGroup {
+  int count;              // real lanes (the rest of the vector is padding)
+  int64 base[kLanes];     // NHWC offset of lane k's pixel 0: n H W C + c
+  int64 channel[kLanes];  // c of lane k
+  std::vector<Vec> taps;  // (D, 9): taps[t * 9 + q][k] = k_t[q, channel k]; offsets after them, (D,)
+  const Problem& p;
+  LaneGroup(const Problem& problem, int64 group) : p(problem), taps(int64(problem.depth) * 10, Zero()) {
+    const int64 first = group * kLanes;
+    count = static_cast<int>(std::min<int64>(kLanes, p.lanes() - first));
+    for (int k = 0; k < kLanes; ++k) {
+      const int64 lane = std::min(first + k, p.lanes() - 1);  // padding lanes repeat the last lane's taps
+      channel[k] = lane % p.channels;
+      base[k] = (lane / p.channels) * p.h * p.w * p.channels + channel[k];
+    }
+    for (int t = 0; t < p.depth; ++t) {
+      for (int k = 0; k < kLanes; ++k) {
+        for (int q = 0; q < 9; ++q) taps[t * 9 + q][k] = p.taps[(int64(t) * 9 + q) * p.channels + channel[k]];
+        taps[int64(p.depth) * 9 + t][k] = p.offsets[int64(t) * p.channels + channel[k]];
+      }
+    }
   }
-  return grids[p.depth % n];
-}
+  const Vec* Taps(int t) const { return taps.data() + t * 9; }
+  Vec Offset(int t) const { return taps[int64(p.depth) * 9 + t]; }
+  void Gather(const Grid& grid, const float* src) const { grid.Gather(src, base, count, p.channels); }
+  void Scatter(const Grid& grid, float* dst) const { grid.Scatter(dst, base, count, p.channels); }
+  // Block t: state t -> state t + 1 (state 0 = x, state D = the output).
+  template <bool kCorners>
+  void Block(int t, const Grid& in, const Grid& out) const {
+    Correlate<true, kCorners>(in, out, Taps(t), Offset(t), p.h, p.w);
+  }
+};
 
 // `count` grids over consecutive storage, their borders zeroed.
 std::vector<Grid> Grids(Vec* storage, int count, int h, int w) {
@@ -113,61 +159,115 @@ std::vector<Grid> Grids(Vec* storage, int count, int h, int w) {
   return grids;
 }
 
-// Backward pass of one lane group: d x, d taps (corners 0 without kCorners) and d offsets.
-template <bool kCorners>
-void Backward(const Problem& p, int64 l, const float* upstream, float* d_x, float* d_taps, float* d_offsets) {
-  const int h = p.h, w = p.w;
-  const std::vector<Grid> grids = Grids(Scratch((p.depth + 3) * Grid::Size(h, w)), p.depth + 3, h, w);
-  const std::vector<Grid> states(grids.begin(), grids.begin() + p.depth + 1);  // x, s_0 .. s_{D-1}
-  const Grid& g = grids[p.depth + 1];      // d loss / d s_t
-  const Grid& g_pre = grids[p.depth + 2];  // d loss / d (pre-activation of block t)
-  Forward<kCorners>(p, l, states);
-  g.Gather(upstream + l, p.lanes);
-  const int64 s = g.stride();
-  for (int t = p.depth - 1; t >= 0; --t) {
-    Vec acc[9] = {}, acc_b = Zero();
-    for (int i = 0; i < h; ++i) {
-      const Vec* out = states[t + 1].row(i);
-      const Vec* c = states[t].row(i);  // s_{t-1}
-      const Vec* gi = g.row(i);
-      Vec* gp_row = g_pre.row(i);
-      for (int j = 0; j < w; ++j) {
-        const Vec gp = out[j] > Zero() ? gi[j] : Zero();  // relu' = [s_t > 0]
-        gp_row[j] = gp;
-        acc_b += gp;  // d b_t += g_pre;  d k_t[q] += g_pre * s_{t-1}[. + offset_q]
-        acc[1] += gp * c[j - s], acc[3] += gp * c[j - 1], acc[4] += gp * c[j];
-        acc[5] += gp * c[j + 1], acc[7] += gp * c[j + s];
-        if (kCorners) {
-          acc[0] += gp * c[j - s - 1], acc[2] += gp * c[j - s + 1];
-          acc[6] += gp * c[j + s - 1], acc[8] += gp * c[j + s + 1];
-        }
-      }
+// The states a lane group's backward pass keeps: every `segment`-th state (checkpoints 0, S, 2S, ..., and D)
+// and the states inside one segment. Segment S is the smallest whose grids fit in `budget` bytes (so the
+// backward sweep reads its states from the core's own cache, not from L3 or memory), at the price of
+// computing the blocks of all but the last segment twice; S = D keeps every state.
+struct Checkpoints {
+  int segment, count;  // S and C = ceil(D / S): segment c holds blocks [c S, min((c + 1) S, D))
+  Checkpoints(int depth, int64 grid_bytes, int64 budget) {
+    for (count = 1;; ++count) {
+      segment = std::max(1, (depth + count - 1) / count);
+      if (segment <= 1 || (count + segment + 2) * grid_bytes <= budget) break;  // + the gradient's 2 grids
     }
-    for (int q = 0; q < 9; ++q) Store(d_taps + (int64(t) * 9 + q) * p.lanes + l, acc[q]);
-    Store(d_offsets + int64(t) * p.lanes + l, acc_b);
-    // d s_{t-1} = correlation of g_pre with the point-reflected kernel (the stencil's transpose).
-    Vec tap[9], flipped[9];
-    p.Taps(t, l, tap);
-    for (int q = 0; q < 9; ++q) flipped[q] = tap[8 - q];
-    Correlate<false, kCorners>(g_pre, g, flipped, Zero(), h, w);
+    count = (depth + segment - 1) / segment;
   }
-  g.Scatter(d_x + l, p.lanes);
+  int grids() const { return count + segment + 2; }  // C + 1 checkpoints, S - 1 inner states, 2 gradient grids
+};
+
+// Bytes of per-core cache a backward pass may fill: half the L2 cache (the rest holds the taps, the upstream
+// rows and the other lane groups' outputs), 512 KiB where the size cannot be read.
+int64 CacheBudget() {
+  static const int64 budget = [] {
+    const long l2 = sysconf(_SC_LEVEL2_CACHE_SIZE);
+    return l2 > 0 ? int64(l2) / 2 : int64(512) << 10;
+  }();
+  return budget;
+}
+
+// One block's backward step, in one sweep over the rows: with g = d loss / d (state t + 1) on entry,
+//     g_pre = g [state t + 1 > 0]  (ReLU'),   d taps[q] += sum g_pre * state t [. + offset_q],   d bias += sum g_pre,
+// and g <- d loss / d (state t) = correlation of g_pre with the point-reflected taps (the stencil's
+// transpose). Row i of the new g needs rows i - 1..i + 1 of g_pre, so g_pre runs one row ahead and g is
+// overwritten in place one row behind (row i + 1 of the old g is read before row i is written).
+template <bool kCorners>
+__attribute__((noinline)) void BlockBackward(const Grid& in, const Grid& out, const Grid& g, const Grid& g_pre, const Vec* taps, Vec* d_taps, Vec* d_bias,
+                   int h, int w) {
+  Vec flipped[9];
+  for (int q = 0; q < 9; ++q) flipped[q] = taps[8 - q];
+  Vec acc[9] = {}, acc_b = Zero();
+  auto pre_row = [&](int i) {
+    const Vec *o = out.row(i), *gi = g.row(i), *up = in.row(i - 1), *c = in.row(i), *dn = in.row(i + 1);
+    Vec* gp_row = g_pre.row(i);
+    Vec left = c[-1], mid = c[0];
+    for (int j = 0; j < w; ++j) {
+      const Vec right = c[j + 1];
+      const Vec gp = o[j] > Zero() ? gi[j] : Zero();
+      gp_row[j] = gp;
+      acc_b += gp;
+      acc[1] += gp * up[j], acc[3] += gp * left, acc[4] += gp * mid, acc[5] += gp * right, acc[7] += gp * dn[j];
+      if (kCorners) acc[0] += gp * up[j - 1], acc[2] += gp * up[j + 1], acc[6] += gp * dn[j - 1], acc[8] += gp * dn[j + 1];
+      left = mid, mid = right;
+    }
+  };
+  pre_row(0);
+  for (int i = 0; i < h; ++i) {
+    if (i + 1 < h) pre_row(i + 1);
+    CorrelateRow<false, kCorners>(g_pre.row(i - 1), g_pre.row(i), g_pre.row(i + 1), g.row(i), flipped, Zero(), w);
+  }
+  for (int q = 0; q < 9; ++q) d_taps[q] = acc[q];
+  *d_bias = acc_b;
+}
+
+// Backward pass of one lane group: d x (scattered), and per lane d taps (corners 0 without kCorners) and
+// d offsets, into partial[(t * 10 + q)] (q = 9: the offset). The states come from recomputing the forward
+// pass (cheaper than writing them all out in the forward op), kept at the `Checkpoints` and recomputed
+// segment by segment, last segment first.
+template <bool kCorners>
+void Backward(const LaneGroup& lanes, const float* upstream, float* d_x, Vec* partial) {
+  const Problem& p = lanes.p;
+  const int h = p.h, w = p.w, depth = p.depth;
+  const Checkpoints plan(depth, Grid::Size(h, w) * int64(sizeof(Vec)), CacheBudget());
+  const std::vector<Grid> grids = Grids(Scratch(plan.grids() * Grid::Size(h, w)), plan.grids(), h, w);
+  const Grid& g = grids[plan.count + plan.segment];  // d loss / d state
+  const Grid& g_pre = grids[plan.count + plan.segment + 1];
+  auto state = [&](int c, int k) -> const Grid& {  // state k of segment c: a checkpoint, or an inner state
+    const int first = c * plan.segment, last = std::min(first + plan.segment, depth);
+    return k == first ? grids[c] : k == last ? grids[c + 1] : grids[plan.count + 1 + (k - first - 1)];
+  };
+  lanes.Gather(grids[0], p.x);
+  for (int c = 0; c < plan.count; ++c) {
+    for (int t = c * plan.segment; t < std::min((c + 1) * plan.segment, depth); ++t) {
+      lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
+    }
+  }
+  lanes.Gather(g, upstream);
+  for (int c = plan.count - 1; c >= 0; --c) {
+    const int first = c * plan.segment, last = std::min(first + plan.segment, depth);
+    if (c < plan.count - 1) {  // the last segment's inner states are still there from the forward sweep
+      for (int t = first; t < last - 1; ++t) lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
+    }
+    for (int t = last - 1; t >= first; --t) {
+      BlockBackward<kCorners>(state(c, t), state(c, t + 1), g, g_pre, lanes.Taps(t), partial + t * 10, partial + t * 10 + 9, h, w);
+    }
+  }
+  lanes.Scatter(g, d_x);
 }
 
 // Checks the shapes shared by both ops and fills `p`.
 ::tensorflow::Status ReadProblem(OpKernelContext* ctx, Problem* p) {
   const Tensor &x = ctx->input(0), &taps = ctx->input(1), &offsets = ctx->input(2);
-  if (x.dims() != 3 || taps.dims() != 3 || taps.dim_size(1) != 9 || offsets.dims() != 2) {
-    return tensorflow::errors::InvalidArgument("expected inputs (H, W, L), taps (D, 9, L), offsets (D, L)");
+  if (x.dims() != 4 || taps.dims() != 3 || taps.dim_size(1) != 9 || offsets.dims() != 2) {
+    return tensorflow::errors::InvalidArgument("expected inputs (N, H, W, C), taps (D, 9, C), offsets (D, C)");
   }
-  const int64 lanes = x.dim_size(2);
-  if (lanes % kLanes != 0 || taps.dim_size(2) != lanes || offsets.dim_size(1) != lanes ||
-      offsets.dim_size(0) != taps.dim_size(0)) {
-    return tensorflow::errors::InvalidArgument("lane or block counts differ, or lanes are not a multiple of ", kLanes);
+  const int64 channels = x.dim_size(3);
+  if (taps.dim_size(2) != channels || offsets.dim_size(1) != channels || offsets.dim_size(0) != taps.dim_size(0)) {
+    return tensorflow::errors::InvalidArgument("the channel or block counts of inputs ", x.shape().DebugString(), ", taps ",
+                                               taps.shape().DebugString(), " and offsets ", offsets.shape().DebugString(), " differ");
   }
   *p = Problem{x.flat<float>().data(), taps.flat<float>().data(), offsets.flat<float>().data(),
-               static_cast<int>(x.dim_size(0)), static_cast<int>(x.dim_size(1)), static_cast<int>(taps.dim_size(0)),
-               lanes};
+               static_cast<int>(x.dim_size(1)), static_cast<int>(x.dim_size(2)), static_cast<int>(taps.dim_size(0)),
+               x.dim_size(0), channels};
   return ::tensorflow::OkStatus();
 }
 
@@ -186,10 +286,10 @@ class StencilOpBase : public ThreadsCornersOp {
  protected:
   virtual void Run(OpKernelContext* ctx, const Problem& p) = 0;
 
-  // fn(first lane) for every group of kLanes lanes, the groups shared among up to threads_ threads.
+  // fn(group index, its lanes) for every group of kLanes lanes, the groups shared among up to threads_ threads.
   template <typename Fn>
   void ForEachLaneGroup(OpKernelContext* ctx, const Problem& p, Fn fn) const {
-    ParallelTasks(ctx, threads_, p.lanes / kLanes, [&](int64 group) { fn(group * kLanes); });
+    ParallelTasks(ctx, threads_, p.groups(), [&](int64 group) { fn(group, LaneGroup(p, group)); });
   }
 };
 
@@ -201,10 +301,14 @@ class StencilStackOp : public StencilOpBase {
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &output));
     float* y = output->flat<float>().data();
-    ForEachLaneGroup(ctx, p, [&](int64 l) {
-      std::vector<Vec> storage(2 * Grid::Size(p.h, p.w));
-      const std::vector<Grid> grids = Grids(storage.data(), 2, p.h, p.w);  // s_{t-1}, s_t in turn
-      (corners_ ? Forward<true>(p, l, grids) : Forward<false>(p, l, grids)).Scatter(y + l, p.lanes);
+    ForEachLaneGroup(ctx, p, [&](int64, const LaneGroup& lanes) {
+      const std::vector<Grid> grids = Grids(Scratch(2 * Grid::Size(p.h, p.w)), 2, p.h, p.w);  // states t, t + 1 in turn
+      lanes.Gather(grids[0], p.x);
+      for (int t = 0; t < p.depth; ++t) {
+        if (corners_) lanes.Block<true>(t, grids[t % 2], grids[(t + 1) % 2]);
+        else lanes.Block<false>(t, grids[t % 2], grids[(t + 1) % 2]);
+      }
+      lanes.Scatter(grids[p.depth % 2], y);
     });
   }
 };
@@ -222,11 +326,27 @@ class StencilStackGradOp : public StencilOpBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &d_taps));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &d_offsets));
     const float* up = upstream.flat<float>().data();
-    float *dx = d_x->flat<float>().data(), *dk = d_taps->flat<float>().data(), *db = d_offsets->flat<float>().data();
-    ForEachLaneGroup(ctx, p, [&](int64 l) {
-      if (corners_) Backward<true>(p, l, up, dx, dk, db);
-      else Backward<false>(p, l, up, dx, dk, db);
+    float* dx = d_x->flat<float>().data();
+    // Per group and lane: d taps and d offset of every block, summed per channel below, in a fixed order.
+    std::vector<Vec> partial(p.groups() * p.depth * 10);
+    ForEachLaneGroup(ctx, p, [&](int64 group, const LaneGroup& lanes) {
+      Vec* mine = partial.data() + group * p.depth * 10;
+      if (corners_) Backward<true>(lanes, up, dx, mine);
+      else Backward<false>(lanes, up, dx, mine);
     });
+    float *dk = d_taps->flat<float>().data(), *db = d_offsets->flat<float>().data();
+    std::vector<double> sum(p.channels);
+    for (int t = 0; t < p.depth; ++t) {
+      for (int q = 0; q < 10; ++q) {
+        std::fill(sum.begin(), sum.end(), 0.0);
+        for (int64 lane = 0, c = 0; lane < p.lanes(); ++lane, c = (c + 1 == p.channels ? 0 : c + 1)) {  // c = lane mod C
+          sum[c] += partial[((lane / kLanes) * p.depth + t) * 10 + q][lane % kLanes];
+        }
+        for (int64 c = 0; c < p.channels; ++c) {
+          (q < 9 ? dk[(int64(t) * 9 + q) * p.channels + c] : db[int64(t) * p.channels + c]) = static_cast<float>(sum[c]);
+        }
+      }
+    }
   }
 };
 
@@ -234,10 +354,10 @@ class StencilStackGradOp : public StencilOpBase {
 }  // namespace pde_zoo
 
 REGISTER_OP("PdeZooStencilStack")
-    .Input("inputs: float")   // (H, W, L)
-    .Input("taps: float")     // (D, 9, L)
-    .Input("offsets: float")  // (D, L)
-    .Output("outputs: float")  // (H, W, L): s_{D-1}
+    .Input("inputs: float")   // (N, H, W, C)
+    .Input("taps: float")     // (D, 9, C)
+    .Input("offsets: float")  // (D, C)
+    .Output("outputs: float")  // (N, H, W, C): s_{D-1}
     .Attr("threads: int >= 1 = 1")
     .Attr("corners: bool = true")  // false: the corner taps are zero (a five-point stencil), never read
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
@@ -246,13 +366,13 @@ REGISTER_OP("PdeZooStencilStack")
     });
 
 REGISTER_OP("PdeZooStencilStackGrad")
-    .Input("inputs: float")    // (H, W, L)
-    .Input("taps: float")      // (D, 9, L)
-    .Input("offsets: float")   // (D, L)
-    .Input("upstream: float")  // (H, W, L): gradient of the loss w.r.t. s_{D-1}
-    .Output("d_inputs: float")   // (H, W, L)
-    .Output("d_taps: float")     // (D, 9, L), per lane; corners 0 when corners = false
-    .Output("d_offsets: float")  // (D, L), per lane
+    .Input("inputs: float")    // (N, H, W, C)
+    .Input("taps: float")      // (D, 9, C)
+    .Input("offsets: float")   // (D, C)
+    .Input("upstream: float")  // (N, H, W, C): gradient of the loss w.r.t. s_{D-1}
+    .Output("d_inputs: float")   // (N, H, W, C)
+    .Output("d_taps: float")     // (D, 9, C), summed over the images; corners 0 when corners = false
+    .Output("d_offsets: float")  // (D, C)
     .Attr("threads: int >= 1 = 1")
     .Attr("corners: bool = true")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
