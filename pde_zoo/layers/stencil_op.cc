@@ -101,7 +101,7 @@ inline void CorrelateRow(const Vec* up, const Vec* c, const Vec* dn, Vec* o, con
 
 // out = act(bias + taps ⋆ in) on the interior (`CorrelateRow` row by row).
 template <bool kRelu, bool kCorners>
-__attribute__((noinline)) void Correlate(const Grid& in, const Grid& out, const Vec* taps, Vec bias, int h, int w) {
+void Correlate(const Grid& in, const Grid& out, const Vec* taps, Vec bias, int h, int w) {
   for (int i = 0; i < h; ++i) CorrelateRow<kRelu, kCorners>(in.row(i - 1), in.row(i), in.row(i + 1), out.row(i), taps, bias, w);
 }
 
@@ -191,7 +191,7 @@ int64 CacheBudget() {
 // transpose). Row i of the new g needs rows i - 1..i + 1 of g_pre, so g_pre runs one row ahead and g is
 // overwritten in place one row behind (row i + 1 of the old g is read before row i is written).
 template <bool kCorners>
-__attribute__((noinline)) void BlockBackward(const Grid& in, const Grid& out, const Grid& g, const Grid& g_pre, const Vec* taps, Vec* d_taps, Vec* d_bias,
+void BlockBackward(const Grid& in, const Grid& out, const Grid& g, const Grid& g_pre, const Vec* taps, Vec* d_taps, Vec* d_bias,
                    int h, int w) {
   Vec flipped[9];
   for (int q = 0; q < 9; ++q) flipped[q] = taps[8 - q];
