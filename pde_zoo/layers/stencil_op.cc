@@ -94,7 +94,7 @@ inline void CorrelateRow(const Vec* up, const Vec* c, const Vec* dn, Vec* o, con
     const Vec right = c[j + 1];
     Vec acc = bias + taps[1] * up[j] + taps[3] * left + taps[4] * mid + taps[5] * right + taps[7] * dn[j];
     if (kCorners) acc += taps[0] * up[j - 1] + taps[2] * up[j + 1] + taps[6] * dn[j - 1] + taps[8] * dn[j + 1];
-    o[j] = kRelu ? (acc > Zero() ? acc : Zero()) : acc;
+    o[j] = kRelu ? Relu(acc) : acc;
     left = mid, mid = right;
   }
 }
@@ -160,15 +160,21 @@ std::vector<Grid> Grids(Vec* storage, int count, int h, int w) {
 }
 
 // The states a lane group's backward pass keeps: every `segment`-th state (checkpoints 0, S, 2S, ..., and D)
-// and the states inside one segment. Segment S is the smallest whose grids fit in `budget` bytes (so the
-// backward sweep reads its states from the core's own cache, not from L3 or memory), at the price of
-// computing the blocks of all but the last segment twice; S = D keeps every state.
+// and the states inside one segment. S is the largest segment whose grids (C + 1 checkpoints, S - 1 inner
+// states, 2 for the gradient) fit in `budget` bytes, so the backward sweep reads its states from the core's
+// own cache, not from L3 or memory, at the price of computing the blocks of all but the last segment twice;
+// S = D keeps every state. Where no segment fits, the fewest grids.
 struct Checkpoints {
   int segment, count;  // S and C = ceil(D / S): segment c holds blocks [c S, min((c + 1) S, D))
-  Checkpoints(int depth, int64 grid_bytes, int64 budget) {
-    for (count = 1;; ++count) {
-      segment = std::max(1, (depth + count - 1) / count);
-      if (segment <= 1 || (count + segment + 2) * grid_bytes <= budget) break;  // + the gradient's 2 grids
+  Checkpoints(int depth, int64 grid_bytes, int64 budget) : segment(std::max(depth, 1)) {
+    int fewest = depth + 3;
+    for (int c = 1; c <= depth; ++c) {
+      const int s = (depth + c - 1) / c, grids = c + s + 2;
+      if (grids * grid_bytes <= budget) {
+        segment = s;
+        break;
+      }
+      if (grids < fewest) fewest = grids, segment = s;
     }
     count = (depth + segment - 1) / segment;
   }

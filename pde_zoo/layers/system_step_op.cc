@@ -145,7 +145,7 @@ inline void FusedTile(const Rows& rows, int j0, int w, const float* m, const flo
     for (int b = 0; b < NB; ++b) {
       Vec a = acc[p][b];
       for (int t = 0; t < kTaps; ++t) a += Load(k[t] + b * kLanes) * Load(nb[t] + b * kLanes);
-      if (kRelu) a = a > Vec{} ? a : Vec{};
+      if (kRelu) a = Relu(a);
       Store(out_row + int64(j0 + p) * c + b * kLanes, a);
     }
   }
