@@ -51,6 +51,25 @@ def test_only_training_graphs_use_the_op():
         assert not any(op.startswith("PdeZoo") for op in _traced_op_types(model, training))
 
 
+@pytest.mark.parametrize("name, options, fused_ops", [
+    ("pde2", {"depth": 3}, {"PdeZooStencilStack"}),
+    ("pdenet", {"depth": 4, "channels": 8}, {"PdeZooSystemStep", "PdeZooGroupNorm"}),
+])
+def test_the_scores_train_takes_run_the_forward_ops(name, options, fused_ops):
+    """Within `fused_evaluation` (where `training.fit_epochs` scores each epoch) inference graphs run the C++
+    forward ops, with the standard ops' outputs; outside it no inference graph holds them."""
+    if _native.stencil_ops() is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    model = pde_zoo.build(name, **options)
+    x = tf.constant(np.random.default_rng(3).random((5, 28, 28, 1), dtype=np.float32))
+    standard = model(x, training=False)
+    with _native.fused_evaluation():
+        assert fused_ops <= _traced_op_types(model, training=False)
+        fused = tf.function(lambda x: model(x, training=False))(x)
+    np.testing.assert_allclose(fused.numpy(), standard.numpy(), rtol=1e-5, atol=1e-6)
+    assert not any(op.startswith("PdeZoo") for op in _traced_op_types(model, training=False))
+
+
 def test_a_float64_stack_warns_once_and_trains_on_standard_ops():
     """The C++ op is float32: a float64 stack says so once, at build, and its training graph holds standard ops."""
     from pde_zoo.layers import PDE2Block, StencilStack
@@ -95,6 +114,36 @@ def test_op_rejects_mismatched_shapes():
         ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([3, 4, 5, 2]))
 
 
+@pytest.mark.parametrize("corners", [False, True])
+def test_a_stack_split_into_segments_equals_the_standard_ops(corners):
+    """60 blocks of 28x28 (~3.6 MB of states per lane group with AVX-512, ~0.9 MB with SSE: more than the
+    backward op's cache budget, so it keeps checkpoints and recomputes segments), and 7 x 3 = 21 lanes
+    (a padded lane group): values and gradients equal the standard TF ops'."""
+    from pde_zoo.layers._tf_stencil import stencil_stack
+
+    if _native.stencil_ops() is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    rng = np.random.default_rng(2)
+    cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], "float32")[None, :, :, None]
+    taps = np.where(cross > 0, 0.1, 0.02) + rng.normal(scale=0.03, size=(60, 3, 3, 3))  # sums ~1: the states neither die nor blow up
+    taps[:, 1, 1] += 0.5
+    taps = taps.astype("float32") * (1 if corners else cross)
+    inputs = [tf.constant(rng.random((7, 28, 28, 3), dtype=np.float32)), tf.constant(taps),
+              tf.constant(rng.normal(scale=0.01, size=(60, 3)).astype("float32"))]
+    results = []
+    for native in (True, False):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            y = stencil_stack(*inputs, five_point=not corners, native=native)
+            loss = tf.reduce_sum(y * y)
+        results.append([y] + tape.gradient(loss, inputs))
+    if not corners:  # the five-point kernel reports the corner taps' gradient as zero
+        results[1][2] = results[1][2] * cross
+    for a, b in zip(*results):
+        scale = float(tf.reduce_max(tf.abs(b)))
+        assert scale > 0 and float(tf.reduce_max(tf.abs(a - b))) <= 1e-4 * scale
+
+
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse2"}
 
 
@@ -124,6 +173,18 @@ x = tf.constant(rng.random((5, 11, 9, 3), dtype=np.float32))
 taps = tf.constant(rng.normal(scale=0.3, size=(4, 3, 3, 3)).astype("float32"))
 offsets = tf.constant(rng.normal(scale=0.1, size=(4, 3)).astype("float32"))
 out = {"kernel": _native.kernel(), "library": str(_native.build())}
+deep_taps = 0.05 + rng.normal(scale=0.02, size=(100, 3, 3, 3))  # taps summing to ~1: states neither die nor blow up
+deep_taps[:, 1, 1] += 0.55
+deep = [tf.constant(rng.random((2, 28, 28, 3), dtype=np.float32)),  # 100 blocks: split into segments by every kernel
+        tf.constant(deep_taps.astype("float32")), tf.constant(rng.normal(scale=0.01, size=(100, 3)).astype("float32"))]
+results = []
+for native in (True, False):
+    with tf.GradientTape() as tape:
+        tape.watch(deep)
+        y = stencil_stack(*deep, native=native)
+        loss = tf.reduce_sum(y * y)
+    results.append([y] + tape.gradient(loss, deep))
+out["max_error_deep"] = max(float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))
 cross = tf.constant([[0, 1, 0], [1, 1, 1], [0, 1, 0]], tf.float32)[None, :, :, None]
 for five_point in (False, True):
     results = []
@@ -187,4 +248,5 @@ def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
         out = json.loads(result.stdout.split("RESULT ", 1)[1])
         assert out["kernel"] == name and f"pde_zoo_ops-{name}-" in out["library"]
         assert out["max_error_five_point_False"] < 1e-5 and out["max_error_five_point_True"] < 1e-5, out
+        assert out["max_error_deep"] < 1e-4, out  # 100 blocks of float32 rounding
         assert all(out[f"max_error_system_step_{c}"] < 1e-5 for c in (5, 16, 32)) and out["max_error_group_norm"] < 1e-5, out
