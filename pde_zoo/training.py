@@ -130,6 +130,8 @@ def fit_epochs(model, run, train_ds, monitor_ds, out, *, epochs, monitor, schedu
     (`run.callbacks`), then `callbacks`. Writes history.csv, logs/ and backup/ under `out`.
     scripts/bench.py times whole epochs of this loop beside its bare `fit` rows.
     """
+    from pde_zoo.layers._native import fused_evaluation  # (not at import: `python -m` runs _native)
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     fit_callbacks = [
@@ -138,7 +140,9 @@ def fit_epochs(model, run, train_ds, monitor_ds, out, *, epochs, monitor, schedu
         *run.callbacks(out / "backup"),
         *callbacks,
     ]
-    with run.guard():  # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset
+    # train_ds shuffles itself (seeded); fit's own shuffle does not apply to a dataset. The scores after
+    # each epoch run the fused C++ forward kernels too (`fused_evaluation`: graphs never exported).
+    with run.guard(), fused_evaluation():
         model.fit(train_ds, validation_data=monitor_ds, epochs=epochs, callbacks=fit_callbacks, verbose=verbose, shuffle=False)
     return model
 

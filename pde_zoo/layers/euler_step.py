@@ -111,7 +111,11 @@ class EulerStep(ResidualBlock):
             self.field.build(input_shape)
 
     def call(self, inputs, training=None):
-        if training:  # a fused kernel only in training steps: inference graphs and SavedModels hold standard ops
+        from pde_zoo.layers._native import runs_fused_kernel  # (not at import: `python -m` runs _native)
+
+        # A fused kernel only in training steps (and train()'s own scores, `_native.fused_evaluation`):
+        # inference graphs and SavedModels hold standard ops.
+        if runs_fused_kernel(training):
             fused = self.field.fused_rectified_step(inputs, self.time_step)
             if fused is not None:
                 return fused

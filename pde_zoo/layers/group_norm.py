@@ -34,7 +34,10 @@ class GroupNormalization(keras.layers.GroupNormalization):
         )
 
     def call(self, inputs, training=None):
-        if training and self.fused:  # a fused kernel only in training steps: SavedModels hold standard ops
+        from pde_zoo.layers._native import runs_fused_kernel
+
+        # A fused kernel only in training steps (and train()'s own scores): SavedModels hold standard ops.
+        if self.fused and runs_fused_kernel(training):
             outputs = self._fused_call(inputs)
             if outputs is not None:
                 return outputs

@@ -67,11 +67,14 @@ class StencilStack(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         if self.uses_fast_path and self.blocks:
+            from pde_zoo.layers._native import runs_fused_kernel
             from pde_zoo.layers._tf_stencil import stencil_stack
 
-            # The C++ op only in training steps: inference graphs (predict, evaluate, every
-            # SavedModel route) hold standard TF ops alone, so any TensorFlow serves them.
-            return stencil_stack(inputs, *self.stencils(), five_point=self._pde_blocks_only, native=bool(training))
+            # The C++ op only in training steps (and train()'s own scores, `fused_evaluation`): inference
+            # graphs (predict, evaluate, every SavedModel route) hold standard TF ops alone, so any
+            # TensorFlow serves them.
+            native = runs_fused_kernel(training)
+            return stencil_stack(inputs, *self.stencils(), five_point=self._pde_blocks_only, native=native)
         for block in self.blocks:
             inputs = block(inputs)
         return inputs
