@@ -165,8 +165,8 @@ std::vector<Grid> Grids(Vec* storage, int count, int h, int w) {
 // own cache, not from L3 or memory, at the price of computing the blocks of all but the last segment twice;
 // S = D keeps every state. Where no segment fits, the fewest grids.
 struct Checkpoints {
-  int segment, count;  // S and C = ceil(D / S): segment c holds blocks [c S, min((c + 1) S, D))
-  Checkpoints(int depth, int64 grid_bytes, int64 budget) : segment(std::max(depth, 1)) {
+  int depth, segment, count;  // D, S and C = ceil(D / S): segment c holds blocks [First(c), Last(c))
+  Checkpoints(int depth_, int64 grid_bytes, int64 budget) : depth(depth_), segment(std::max(depth_, 1)) {
     int fewest = depth + 3;
     for (int c = 1; c <= depth; ++c) {
       const int s = (depth + c - 1) / c, grids = c + s + 2;
@@ -179,6 +179,8 @@ struct Checkpoints {
     count = (depth + segment - 1) / segment;
   }
   int grids() const { return count + segment + 2; }  // C + 1 checkpoints, S - 1 inner states, 2 gradient grids
+  int First(int c) const { return c * segment; }
+  int Last(int c) const { return std::min(First(c) + segment, depth); }
 };
 
 // Bytes of per-core cache a backward pass may fill: half the L2 cache (the rest holds the taps, the upstream
@@ -232,28 +234,24 @@ void BlockBackward(const Grid& in, const Grid& out, const Grid& g, const Grid& g
 template <bool kCorners>
 void Backward(const LaneGroup& lanes, const float* upstream, float* d_x, Vec* partial) {
   const Problem& p = lanes.p;
-  const int h = p.h, w = p.w, depth = p.depth;
-  const Checkpoints plan(depth, Grid::Size(h, w) * int64(sizeof(Vec)), CacheBudget());
+  const int h = p.h, w = p.w;
+  const Checkpoints plan(p.depth, Grid::Size(h, w) * int64(sizeof(Vec)), CacheBudget());
   const std::vector<Grid> grids = Grids(Scratch(plan.grids() * Grid::Size(h, w)), plan.grids(), h, w);
   const Grid& g = grids[plan.count + plan.segment];  // d loss / d state
   const Grid& g_pre = grids[plan.count + plan.segment + 1];
   auto state = [&](int c, int k) -> const Grid& {  // state k of segment c: a checkpoint, or an inner state
-    const int first = c * plan.segment, last = std::min(first + plan.segment, depth);
-    return k == first ? grids[c] : k == last ? grids[c + 1] : grids[plan.count + 1 + (k - first - 1)];
+    return k == plan.First(c) ? grids[c] : k == plan.Last(c) ? grids[c + 1] : grids[plan.count + k - plan.First(c)];
   };
   lanes.Gather(grids[0], p.x);
   for (int c = 0; c < plan.count; ++c) {
-    for (int t = c * plan.segment; t < std::min((c + 1) * plan.segment, depth); ++t) {
-      lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
-    }
+    for (int t = plan.First(c); t < plan.Last(c); ++t) lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
   }
   lanes.Gather(g, upstream);
   for (int c = plan.count - 1; c >= 0; --c) {
-    const int first = c * plan.segment, last = std::min(first + plan.segment, depth);
     if (c < plan.count - 1) {  // the last segment's inner states are still there from the forward sweep
-      for (int t = first; t < last - 1; ++t) lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
+      for (int t = plan.First(c); t < plan.Last(c) - 1; ++t) lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
     }
-    for (int t = last - 1; t >= first; --t) {
+    for (int t = plan.Last(c) - 1; t >= plan.First(c); --t) {
       BlockBackward<kCorners>(state(c, t), state(c, t + 1), g, g_pre, lanes.Taps(t), partial + t * 10, partial + t * 10 + 9, h, w);
     }
   }
