@@ -35,17 +35,18 @@ using ::tensorflow::errors::FailedPrecondition;
 
 constexpr int64 kChunk = 1 << 14;  // elements per update task
 
-// The variable behind `handle` (`what` names it in errors), checked to be a float32 variable.
-::tensorflow::Status LookupFloatVariable(OpKernelContext* ctx, const ::tensorflow::ResourceHandle& handle, const std::string& what,
+// "variable input i" or "slot j": an input named in error messages.
+std::string InputName(const char* kind, int index) { return std::string(kind) + " " + std::to_string(index); }
+
+// The variable behind `handle` (the `kind` input numbered `index`), checked to be a float32 variable.
+::tensorflow::Status LookupFloatVariable(OpKernelContext* ctx, const ::tensorflow::ResourceHandle& handle, const char* kind, int index,
                                          ::tensorflow::core::RefCountPtr<::tensorflow::Var>* var) {
   TF_RETURN_IF_ERROR(::tensorflow::LookupResource(ctx, handle, var));
   if ((*var)->tensor()->dtype() != ::tensorflow::DT_FLOAT) {
-    return InvalidArgument(what, " is ", ::tensorflow::DataTypeString((*var)->tensor()->dtype()), ", not float32");
+    return InvalidArgument(InputName(kind, index), " is ", ::tensorflow::DataTypeString((*var)->tensor()->dtype()), ", not float32");
   }
   return ::tensorflow::OkStatus();
 }
-
-std::string VariableInput(int index) { return "variable input " + std::to_string(index); }
 
 class ApplyAdamOp : public OpKernel {
  public:
@@ -71,10 +72,10 @@ class ApplyAdamOp : public OpKernel {
     // vars[k * N + i]: variable i (k = 0), its m (k = 1) and its v (k = 2).
     std::vector<::tensorflow::core::RefCountPtr<::tensorflow::Var>> vars(3 * n_);
     for (int i = 0; i < n_; ++i) {
-      OP_REQUIRES_OK(ctx, LookupFloatVariable(ctx, ::tensorflow::HandleFromInput(ctx, i), VariableInput(i), &vars[i]));
+      OP_REQUIRES_OK(ctx, LookupFloatVariable(ctx, ::tensorflow::HandleFromInput(ctx, i), "variable input", i, &vars[i]));
     }
     for (int j = 0; j < 2 * n_; ++j) {
-      OP_REQUIRES_OK(ctx, LookupFloatVariable(ctx, slots.flat<::tensorflow::ResourceHandle>()(j), "slot " + std::to_string(j), &vars[n_ + j]));
+      OP_REQUIRES_OK(ctx, LookupFloatVariable(ctx, slots.flat<::tensorflow::ResourceHandle>()(j), "slot", j, &vars[n_ + j]));
     }
     std::vector<::tensorflow::mutex*> mutexes;
     for (auto& var : vars) mutexes.push_back(var->mu());
@@ -94,9 +95,9 @@ class ApplyAdamOp : public OpKernel {
       float* data[3];
       for (int k = 0; k < 3; ++k) {
         ::tensorflow::Var* var = vars[k * n_ + i].get();
-        OP_REQUIRES(ctx, var->is_initialized, FailedPrecondition(k ? "a slot of " : "", VariableInput(i), " is not initialized"));
+        OP_REQUIRES(ctx, var->is_initialized, FailedPrecondition(k ? "a slot of " : "", InputName("variable input", i), " is not initialized"));
         OP_REQUIRES(ctx, var->tensor()->shape() == grad.shape(),
-                    InvalidArgument(k ? "a slot of " : "", VariableInput(i), " has shape ", var->tensor()->shape().DebugString(),
+                    InvalidArgument(k ? "a slot of " : "", InputName("variable input", i), " has shape ", var->tensor()->shape().DebugString(),
                                     " and the gradient ", grad.shape().DebugString()));
         OP_REQUIRES_OK(ctx, PrepareToUpdate(ctx, var));
         data[k] = var->tensor()->flat<float>().data();
