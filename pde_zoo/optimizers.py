@@ -127,14 +127,17 @@ def learning_rate_schedule(recipe, steps_per_epoch):
     )
 
 
-def compile_model(model, learning_rate=None, *, recipe=None, steps_per_epoch=1):
+def compile_model(model, learning_rate=None, *, recipe=None, steps_per_epoch=1, steps_per_execution=1):
     """Compile `model` for `recipe` (default the thesis recipe): `Adam` with the recipe's
     learning-rate schedule (`learning_rate_schedule`), sparse categorical cross-entropy, accuracy.
-    `learning_rate` replaces the recipe's peak learning rate. Returns the model."""
+    `learning_rate` replaces the recipe's peak learning rate. `steps_per_execution` is Keras's:
+    training steps per call of the compiled step function (the same steps in the same order;
+    per-batch callbacks see every k-th batch). Returns the model."""
     from pde_zoo.recipes import RECIPES
 
     recipe = recipe or RECIPES["thesis"]
     if learning_rate is not None:
         recipe = recipe.replace(learning_rate=learning_rate)
-    model.compile(optimizer=Adam(learning_rate_schedule(recipe, steps_per_epoch)), loss=recipe.loss, metrics=["accuracy"])
+    model.compile(optimizer=Adam(learning_rate_schedule(recipe, steps_per_epoch)), loss=recipe.loss, metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
     return model

@@ -38,6 +38,12 @@ from pde_zoo.sources import load_source
 from pde_zoo.threads import set_threads
 
 PLAN_MARGIN = 1.1  # the budget planner leaves 10% of the budget for what it did not time
+# Training steps per call of the compiled step (Keras's `steps_per_execution`) on the TensorFlow backend.
+# Each call of a TF step function pays per captured variable (~2 µs each; pde2-50 has 260) and for the
+# Python around it (docs/performance.md has the measured gain). The weights are bit-identical to one step
+# per call (tests/test_training.py);
+# per-batch callbacks (progress bar, TerminateOnNaN) see every 32nd batch.
+STEPS_PER_EXECUTION = 32
 PROBE_STEPS = 6  # training and evaluation steps the planner times (the first compiles; the median of the rest counts)
 
 
@@ -115,6 +121,15 @@ class EpochRecord(keras.callbacks.Callback):
         }
         self.rows = [r for r in self.rows if int(r["epoch"]) != row["epoch"]] + [row]
         write_history(self.path, self.rows)
+
+
+def steps_per_execution(run=None):
+    """Training steps per call of the compiled step in `train`: `STEPS_PER_EXECUTION` on TensorFlow on one
+    device; 1 under `--strategy mirrored` (Keras 3.15's multi-step loop fails under MirroredStrategy: "You must
+    feed a value for placeholder tensor .../while/cond/Placeholder_1") and on JAX (its `jit` takes the state as
+    one call's arguments already, and a multi-step `jit` may fuse differently across steps)."""
+    one_device = run is None or run.kind == "none"
+    return STEPS_PER_EXECUTION if keras.backend.backend() == "tensorflow" and one_device else 1
 
 
 def probe_batch(images, labels, size=32):
@@ -293,7 +308,8 @@ def train(
     steps_per_epoch = int(train_ds.cardinality())
 
     def make_model(for_recipe):
-        return compile_model(build(name, depth, **options), recipe=for_recipe, steps_per_epoch=steps_per_epoch)
+        return compile_model(build(name, depth, **options), recipe=for_recipe, steps_per_epoch=steps_per_epoch,
+                             steps_per_execution=steps_per_execution(run))
 
     if budget is not None and plan is None:
         plan = plan_epochs(lambda: make_model(recipe), train_ds, monitor_ds, steps_per_epoch, int(monitor_ds.cardinality()), budget,

@@ -15,7 +15,8 @@ One process, side by side, alternating repeats, medians:
   sweep: mlp, pde1, pde2, resnet): whole epochs of `pde_zoo.training.fit_epochs`, the loop of
   `training.train` (MNIST shuffled by tf.data each epoch, the test set evaluated after every
   epoch, the run's callbacks: history.csv, TensorBoard, NaN check, BackupAndRestore), one
-  epoch after each bare-fit repeat of the same model, on its own copy of the model;
+  epoch after each bare-fit repeat of the same model, on its own copy of the model, compiled as
+  `train` compiles it (`training.steps_per_execution()` steps per call; the bare rows run one);
 - inference: throughput at batch 1024 and batch-1 latency (p50/p95) of the in-process model
   and of its exported SavedModel;
 - peak resident memory of each model (a child process per model: build, 20 train steps,
@@ -110,7 +111,9 @@ def keras_pdenet(depth, channels):
     return keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(x), name=run_name("keras_pdenet", depth))
 
 
-def make_model(key):
+def make_model(key, steps_per_execution=1):
+    """The model of row `key`, compiled as `compile_model` does (`steps_per_execution` steps per step-function
+    call: 1 for the bare rows, whose clock reads every batch; `train`'s for the train() rows)."""
     name, depth, options = PAIR[key] if key in PAIR else (*parse_run_name(key), {})
     if name == "ref":
         model = reference_resnet(depth)
@@ -118,7 +121,7 @@ def make_model(key):
         model = keras_pdenet(depth, **options)
     else:
         model = pde_zoo.build(name, depth, **options)
-    return pde_zoo.compile_model(model)
+    return pde_zoo.compile_model(model, steps_per_execution=steps_per_execution)
 
 
 def cases(depths, models=None, pair=True):
@@ -191,7 +194,7 @@ def train_path_data(args):
     warm_x, warm_t = 2 * BATCH + len(x) % BATCH, distributed.EVAL_BATCH + len(xt) % distributed.EVAL_BATCH
     data = datasets(x, y, xt, yt)
     data.warm = datasets(x[:warm_x], y[:warm_x], xt[:warm_t], yt[:warm_t])
-    data.meta = {"train_images": len(x), "test_images": len(xt), "data_sha256": digest}
+    data.meta = {"train_images": len(x), "test_images": len(xt), "data_sha256": digest, "steps_per_execution": training.steps_per_execution()}
     return data
 
 
@@ -234,7 +237,7 @@ def run(args, path_data=None, run_dir=None):
     ds = train_dataset(args.steps)
     models = {k: make_model(k) for k in keys}
     path_keys = [k for k in keys if path_data is not None and k not in PAIR and parse_run_name(k)[0] in args.train_path]
-    path_models = {k: make_model(k) for k in path_keys}  # their own copies: train()'s traces stay apart
+    path_models = {k: make_model(k, training.steps_per_execution()) for k in path_keys}  # their own copies, compiled as train() compiles
     for k in keys:  # warm-up: tracing and first-step costs are not throughput
         time_fit(models[k], ds)
         if k in path_models:
@@ -327,9 +330,10 @@ def markdown(results, meta):
             f"The `train()` path (`pde-zoo train`): whole epochs of `pde_zoo.training.fit_epochs` over the first {p['train_images']:,} "
             f"MNIST training images (shuffled by tf.data each epoch, batch {BATCH}), the {p['test_images']:,} test images evaluated "
             "after every epoch, and the run's callbacks (NFE probe, history.csv, TensorBoard, NaN check, BackupAndRestore "
-            "checkpoint), timed from the epoch's start to the end of its last callback; one epoch after each bare-fit repeat "
-            "of the same model (alternating), medians. `train() / bare` is that epoch over the same number of steps at "
-            "the bare-fit steady-state rate above.",
+            f"checkpoint), {p.get('steps_per_execution', 1)} training steps per call of the step function (Keras's "
+            "`steps_per_execution`, as `train` compiles; the bare rows above run one), timed from the epoch's start to the end "
+            "of its last callback; one epoch after each bare-fit repeat of the same model (alternating), medians. `train() / bare` "
+            "is that epoch over the same number of steps at the bare-fit steady-state rate above.",
             "",
             "| model | bare fit s / epoch (steady state) | train() s / epoch | train() / bare |",
             "|---|---|---|---|",

@@ -87,6 +87,26 @@ def test_killed_run_resumes_and_matches_uninterrupted(tmp_path):
     assert abs(resumed["test_accuracy"] - straight["test_accuracy"]) < 0.05
 
 
+def test_steps_per_execution_trains_the_same_weights(tmp_path, monkeypatch):
+    """train() runs several steps per call of the step function (`STEPS_PER_EXECUTION`): the same steps in the
+    same order, so the history and weights equal one step per call bit for bit (8 steps per epoch: chunks of
+    3, 3 and a partial 2, across 2 epochs; pde2 runs its C++ stencil ops)."""
+    kwargs = dict(epochs=2, train_examples=1000, test_examples=200, verbose=0)
+    runs = {}
+    for steps in (1, 3):
+        monkeypatch.setattr(training, "STEPS_PER_EXECUTION", steps)
+        card = training.train("pde2", 2, out=tmp_path / str(steps), **kwargs)
+        model = keras.saving.load_model(tmp_path / str(steps) / "model.keras")
+        assert model.steps_per_execution == steps and model.optimizer.iterations.numpy() == 16
+        with open(tmp_path / str(steps) / "history.csv") as f:
+            history = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(f)]
+        runs[steps] = card, model.get_weights(), history
+    (card_1, weights_1, history_1), (card_3, weights_3, history_3) = runs[1], runs[3]
+    assert card_1["test_loss"] == card_3["test_loss"] and card_1["test_accuracy"] == card_3["test_accuracy"]
+    assert all(np.array_equal(a, b) for a, b in zip(weights_1, weights_3, strict=True))
+    assert history_1 == history_3 and len(history_1) == 2
+
+
 def test_predict_validates_images(short_run):
     out, _ = short_run
     model = pde_zoo.load(out)
