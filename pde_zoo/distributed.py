@@ -254,10 +254,16 @@ class Distribution:
 
 def backup_callback(backup_dir, write=True, local_save=False):
     """`keras.callbacks.BackupAndRestore` at `backup_dir` that a SIGKILL at any instant cannot
-    break: every epoch's weights and metadata are written under temporary names and renamed
-    into place, the weights file carrying its epoch, from which a metadata file one rename
-    behind is repaired at the next start (Keras writes both in place: a kill mid-write left
-    a truncated file that failed every later resume).
+    break, and whose cost hardly grows with the number of variables.
+
+    Every epoch writes the training state (`model.weights`, then `model.optimizer.variables`)
+    to `state.h5` (`write_state`: one dataset per dtype) under a temporary name and renames it
+    into place, the file carrying its epoch, from which a metadata file one rename behind is
+    repaired at the next start (Keras writes both in place: a kill mid-write left a truncated
+    file that failed every later resume). Keras's own `model.save_weights` walks the model and
+    writes one HDF5 dataset per variable: 0.18 s per epoch for pde2-50's 770 variables, 13x
+    the mlp's, against 0.03 s for `write_state` (AMD EPYC, 2 cores). A backup written by an
+    earlier pde_zoo (Keras's `latest.weights.h5`) still restores.
 
     The backup is kept at the end of `fit`; the caller removes it once the run's results are
     written, so a kill after training resumes at the end instead of training again.
@@ -266,31 +272,89 @@ def backup_callback(backup_dir, write=True, local_save=False):
     import h5py
     import keras
 
-    weights_path = os.path.join(backup_dir, "latest.weights.h5")  # Keras's file names
+    state_path = os.path.join(backup_dir, "state.h5")
+    keras_weights_path = os.path.join(backup_dir, "latest.weights.h5")  # an earlier pde_zoo's backup
     metadata_path = os.path.join(backup_dir, "training_metadata.json")
 
     class Backup(keras.callbacks.BackupAndRestore):
         def on_train_begin(self, logs=None):
-            if os.path.isfile(weights_path):  # every process repairs alike (same content)
-                with h5py.File(weights_path, "r") as f:
-                    epoch = f.attrs.get("pde_zoo_epoch")
-                if epoch is not None:
-                    atomic_write_text(metadata_path, json.dumps({"epoch": int(epoch), "batch": 0}))
-            super().on_train_begin(logs)
+            written = next((p for p in (state_path, keras_weights_path) if os.path.isfile(p)), None)
+            if written is None:
+                return
+            with h5py.File(written, "r") as f:  # every process repairs alike (same content)
+                epoch = f.attrs.get("pde_zoo_epoch")
+            if epoch is not None:
+                atomic_write_text(metadata_path, json.dumps({"epoch": int(epoch), "batch": 0}))
+            if written == keras_weights_path:
+                super().on_train_begin(logs)
+                return
+            if self.model.optimizer is not None and not self.model.optimizer.built:
+                self.model.optimizer.build(self.model.trainable_variables)
+            read_state(state_path, training_state(self.model))
+            with open(metadata_path) as f:
+                self.model._initial_epoch = json.load(f)["epoch"]  # what Keras's own restore sets
 
         def on_epoch_end(self, epoch, logs=None):
             if not write:
                 return
             os.makedirs(backup_dir, exist_ok=True)
-            tmp = os.path.join(backup_dir, ".tmp-latest.weights.h5")
+            tmp = os.path.join(backup_dir, ".tmp-state.h5")
             with _without_distribution() if local_save else contextlib.nullcontext():
-                self.model.save_weights(tmp, overwrite=True)
-            with h5py.File(tmp, "a") as f:
-                f.attrs["pde_zoo_epoch"] = epoch + 1
-            os.replace(tmp, weights_path)
+                write_state(tmp, training_state(self.model), pde_zoo_epoch=epoch + 1)
+            os.replace(tmp, state_path)
             atomic_write_text(metadata_path, json.dumps({"epoch": epoch + 1, "batch": 0}))
 
     return Backup(str(backup_dir), delete_checkpoint=False)
+
+
+def training_state(model):
+    """The variables a resumed `fit` needs, in a fixed order: the model's weights (what
+    `get_weights` returns), then its optimizer's variables (step count, slots)."""
+    return list(model.weights) + (list(model.optimizer.variables) if model.optimizer is not None else [])
+
+
+def write_state(path, variables, **attrs):
+    """Write `variables` to the HDF5 file `path`: their values flattened and concatenated into
+    one dataset per dtype, and an attribute `layout` (JSON: path, shape and dtype of each, in
+    order) that `read_state` checks. `attrs` are stored as file attributes too."""
+    import h5py
+    import numpy as np
+
+    values = [np.asarray(v.numpy()) for v in variables]
+    layout = [{"path": v.path, "shape": list(a.shape), "dtype": a.dtype.name} for v, a in zip(variables, values)]
+    with h5py.File(path, "w") as f:
+        for dtype in sorted({a.dtype.name for a in values}):
+            f[dtype] = np.concatenate([a.ravel() for a in values if a.dtype.name == dtype])
+        f.attrs["layout"] = json.dumps(layout)
+        for key, value in attrs.items():
+            f.attrs[key] = value
+
+
+def read_state(path, variables):
+    """Assign the values `write_state` wrote to `path` to `variables`, which must have the shapes
+    and dtypes written, in order (names may differ: Keras numbers a process's second `adam`
+    `adam_1`); else ValueError naming the first difference."""
+    import h5py
+    import numpy as np
+
+    with h5py.File(path, "r") as f:
+        layout = json.loads(f.attrs["layout"])
+        flat = {dtype: f[dtype][()] for dtype in f.keys()}
+    expected = [{"path": v.path, "shape": list(v.shape), "dtype": np.dtype(v.dtype).name} for v in variables]
+    kinds = lambda entries: [(e["shape"], e["dtype"]) for e in entries]
+    if kinds(layout) != kinds(expected):
+        first = next((k for k, (a, b) in enumerate(zip(kinds(layout), kinds(expected))) if a != b), min(len(layout), len(expected)))
+        written = layout[first] if first < len(layout) else "nothing"
+        wanted = expected[first] if first < len(expected) else "nothing"
+        raise ValueError(
+            f"The training backup {path} holds another model's state ({len(layout)} variables, the model has {len(expected)}; "
+            f"variable {first} is {written}, the model's is {wanted}). Remove its backup/ directory to start this run afresh."
+        )
+    offsets = dict.fromkeys(flat, 0)
+    for variable, entry in zip(variables, layout):
+        size, dtype = int(np.prod(entry["shape"], dtype=np.int64)), entry["dtype"]
+        variable.assign(flat[dtype][offsets[dtype]: offsets[dtype] + size].reshape(entry["shape"]))
+        offsets[dtype] += size
 
 
 @contextlib.contextmanager

@@ -156,30 +156,83 @@ def test_claims_are_exclusive_and_stale_ones_are_taken_over(tmp_path):
     assert sweep.acquire(run)["start_time"] != -5, "a reused pid (other start time) does not hold the claim"
 
 
-def test_backup_survives_a_kill_between_its_two_files(tmp_path):
-    """The state a SIGKILL can leave (new weights renamed in, metadata one epoch behind, a
-    half-written temporary file): the next start resumes after the weights' epoch."""
+def _fit_with_backup(backup, epochs, x, y, name="mlp", depth=0):
     import keras
 
     import pde_zoo
 
-    x, y = np.random.default_rng(0).random((64, 28, 28, 1)).astype("float32"), np.arange(64) % 10
+    keras.utils.set_random_seed(0)
+    model = pde_zoo.compile_model(pde_zoo.build(name, depth))
+    ran = []
+    model.fit(x, y, epochs=epochs, verbose=0, callbacks=[distributed.backup_callback(backup), keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: ran.append(e))])
+    return model, ran
+
+
+def _images(count=64):
+    return np.random.default_rng(0).random((count, 28, 28, 1)).astype("float32"), np.arange(count) % 10
+
+
+def test_backup_survives_a_kill_between_its_two_files(tmp_path):
+    """The state a SIGKILL can leave (new weights renamed in, metadata one epoch behind, a
+    half-written temporary file): the next start resumes after the weights' epoch."""
+    x, y = _images()
     backup = tmp_path / "backup"
-
-    def fit(epochs):
-        keras.utils.set_random_seed(0)
-        model = pde_zoo.compile_model(pde_zoo.build("mlp", 0))
-        ran = []
-        model.fit(x, y, epochs=epochs, verbose=0, callbacks=[distributed.backup_callback(backup), keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: ran.append(e))])
-        return model, ran
-
-    model, ran = fit(2)
+    model, ran = _fit_with_backup(backup, 2, x, y)
     assert ran == [0, 1] and json.loads((backup / "training_metadata.json").read_text())["epoch"] == 2
     (backup / "training_metadata.json").write_text(json.dumps({"epoch": 1, "batch": 0}))  # the second rename never happened
-    (backup / ".tmp-latest.weights.h5").write_bytes(b"\x89HDF\r\n")  # nor did the next epoch's write
-    resumed, ran = fit(3)
+    (backup / ".tmp-state.h5").write_bytes(b"\x89HDF\r\n")  # nor did the next epoch's write
+    resumed, ran = _fit_with_backup(backup, 3, x, y)
     assert ran == [2], "resumed after epoch 2, the epoch of the weights"
     assert backup.is_dir(), "kept until the caller has written its results"
+
+
+def test_backup_restores_the_exact_training_state(tmp_path):
+    """What a resumed fit starts from is the state at the end of the backed-up epoch, bit for bit: the
+    weights and every optimizer variable (step count, Adam's moments) of pde2-3, compared with the
+    model that wrote it (an independent read of each variable, not the backup's own reader)."""
+    import keras
+
+    x, y = _images()
+    backup = tmp_path / "backup"
+    trained, _ = _fit_with_backup(backup, 2, x, y, "pde2", 3)
+    expected = [keras.ops.convert_to_numpy(v) for v in distributed.training_state(trained)]
+
+    class Capture(keras.callbacks.Callback):  # runs after the backup's on_train_begin, before any step
+        def on_train_begin(self, logs=None):
+            self.state = [keras.ops.convert_to_numpy(v) for v in distributed.training_state(self.model)]
+
+    import pde_zoo
+
+    capture = Capture()
+    model = pde_zoo.compile_model(pde_zoo.build("pde2", 3))
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[distributed.backup_callback(backup), capture])
+    assert model.optimizer.iterations.numpy() == trained.optimizer.iterations.numpy(), "both epochs were already done"
+    assert len(capture.state) == len(expected) == len(trained.weights) + len(trained.optimizer.variables)
+    assert all(np.array_equal(a, b) for a, b in zip(capture.state, expected))
+
+
+def test_backup_of_an_earlier_version_still_resumes(tmp_path):
+    """A run interrupted under an earlier pde_zoo left Keras's `latest.weights.h5` (with the epoch as
+    an attribute): it restores through Keras's own loader."""
+    import h5py
+
+    x, y = _images()
+    trained, _ = _fit_with_backup(tmp_path / "new", 1, x, y)
+    backup = tmp_path / "old"
+    backup.mkdir()
+    trained.save_weights(backup / "latest.weights.h5")
+    with h5py.File(backup / "latest.weights.h5", "a") as f:
+        f.attrs["pde_zoo_epoch"] = 1
+    resumed, ran = _fit_with_backup(backup, 2, x, y)
+    assert ran == [1]
+
+
+def test_backup_of_another_model_is_refused(tmp_path):
+    x, y = _images()
+    backup = tmp_path / "backup"
+    _fit_with_backup(backup, 1, x, y, "pde2", 2)
+    with pytest.raises(ValueError, match=r"another model's state .* Remove its backup/ directory"):
+        _fit_with_backup(backup, 2, x, y, "pde2", 3)
 
 
 RACE = """
