@@ -139,28 +139,35 @@ inline void FusedTile(const Rows& rows, int j0, int w, const float* m, const flo
       for (int b = 0; b < NB; ++b) acc[p][b] += column[b] * value;
     }
   }
-  const float* nb[kTaps];
+  // The stencil for every pixel of the tile first, the stores after: a store may alias anything for the
+  // compiler (Store is a memcpy), so one between the loads made it reload every tap and row pointer.
   for (int p = 0; p < P; ++p) {
+    const float* nb[kTaps];
     Neighbours<kTaps>(rows, j0 + p, w, c, zero, nb);
-    for (int b = 0; b < NB; ++b) {
-      Vec a = acc[p][b];
-      for (int t = 0; t < kTaps; ++t) a += Load(k[t] + b * kLanes) * Load(nb[t] + b * kLanes);
-      if (kRelu) a = Relu(a);
-      Store(out_row + int64(j0 + p) * c + b * kLanes, a);
-    }
+    for (int b = 0; b < NB; ++b)
+      for (int t = 0; t < kTaps; ++t) acc[p][b] += Load(k[t] + b * kLanes) * Load(nb[t] + b * kLanes);
   }
+  for (int p = 0; p < P; ++p)
+    for (int b = 0; b < NB; ++b) Store(out_row + int64(j0 + p) * c + b * kLanes, kRelu ? Relu(acc[p][b]) : acc[p][b]);
 }
 
-// Row i of one image by FusedTile (tiles of TilePixels(NB) pixels, then single pixels).
+// Pixels j .. w - 1 of a row by FusedTile: tiles of P pixels, then the rest in tiles of P / 2, P / 4, ..., 1.
+// (A one-pixel tile waits on the multiply-add latency at every input channel; a 28-pixel row is 8 + 8 + 8 + 4,
+// not 8 + 8 + 8 and four single pixels.)
+template <int NB, int P, int kTaps, bool kRelu>
+void FusedSpan(const Rows& rows, int j, int w, const float* m, const float* const* k, const float* bias, float* out_row,
+               const float* zero) {
+  for (; j + P <= w; j += P) FusedTile<NB, P, kTaps, kRelu>(rows, j, w, m, k, bias, out_row, zero);
+  if constexpr (P > 1) FusedSpan<NB, P / 2, kTaps, kRelu>(rows, j, w, m, k, bias, out_row, zero);
+}
+
+// Row i of one image by FusedTile (`FusedSpan` from tiles of TilePixels(NB) pixels).
 template <int NB, int kTaps, bool kRelu>
 void FusedRow(const float* in, int i, int h, int w, const float* m, const float* const* k, const float* bias, float* out,
               const float* zero) {
-  constexpr int c = NB * kLanes, P = TilePixels(NB);
+  constexpr int c = NB * kLanes;
   const Rows rows(in, i, h, int64(w) * c, zero);
-  float* out_row = out + int64(i) * w * c;
-  int j = 0;
-  for (; j + P <= w; j += P) FusedTile<NB, P, kTaps, kRelu>(rows, j, w, m, k, bias, out_row, zero);
-  for (; j < w; ++j) FusedTile<NB, 1, kTaps, kRelu>(rows, j, w, m, k, bias, out_row, zero);
+  FusedSpan<NB, TilePixels(NB), kTaps, kRelu>(rows, 0, w, m, k, bias, out + int64(i) * w * c, zero);
 }
 
 // d_mix[co, ci] += sum_p g[p, co] x[p, ci] for rows co0 .. co0 + R - 1, over `count` pixels.
