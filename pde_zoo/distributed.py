@@ -341,9 +341,9 @@ def read_state(path, variables):
         layout = json.loads(f.attrs["layout"])
         flat = {dtype: f[dtype][()] for dtype in f.keys()}
     expected = [{"path": v.path, "shape": list(v.shape), "dtype": np.dtype(v.dtype).name} for v in variables]
-    kinds = lambda entries: [(e["shape"], e["dtype"]) for e in entries]
-    if kinds(layout) != kinds(expected):
-        first = next((k for k, (a, b) in enumerate(zip(kinds(layout), kinds(expected))) if a != b), min(len(layout), len(expected)))
+    written_kinds, expected_kinds = ([(e["shape"], e["dtype"]) for e in entries] for entries in (layout, expected))
+    if written_kinds != expected_kinds:
+        first = next((k for k, (a, b) in enumerate(zip(written_kinds, expected_kinds)) if a != b), min(len(layout), len(expected)))
         written = layout[first] if first < len(layout) else "nothing"
         wanted = expected[first] if first < len(expected) else "nothing"
         raise ValueError(

@@ -40,9 +40,9 @@ from pde_zoo.threads import set_threads
 PLAN_MARGIN = 1.1  # the budget planner leaves 10% of the budget for what it did not time
 # Training steps per call of the compiled step (Keras's `steps_per_execution`) on the TensorFlow backend.
 # Each call of a TF step function pays per captured variable (~2 µs each; pde2-50 has 260) and for the
-# Python around it (docs/performance.md has the measured gain). The weights are bit-identical to one step
-# per call (tests/test_training.py);
-# per-batch callbacks (progress bar, TerminateOnNaN) see every 32nd batch.
+# Python around it (docs/performance.md, item 9, has the measured gain). The weights are bit-identical to
+# one step per call (tests/test_training.py); per-batch callbacks (progress bar, TerminateOnNaN) see every
+# 32nd batch.
 STEPS_PER_EXECUTION = 32
 PROBE_STEPS = 6  # training and evaluation steps the planner times (the first compiles; the median of the rest counts)
 
