@@ -180,9 +180,11 @@ def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budg
     """The budget planner: how many epochs (at least 1, at most `max_epochs`) fit in `budget`
     seconds.
 
-    Times `PROBE_STEPS` training and evaluation steps of a throwaway model from `make_model()`
-    (so the run itself starts from its seed's weights with its schedule built for the planned
-    epochs); the first step of each compiles and is left out. Returns the plan for the card.
+    Times training steps of a throwaway model from `make_model()` (so the run itself starts from
+    its seed's weights with its schedule built for the planned epochs) as `fit` runs them, k =
+    max(`PROBE_STEPS`, the model's steps per call) at a time: k untimed (tracing), then
+    (wall of 3k steps - wall of k) / 2k, which leaves out the fixed cost of a `fit` call; and
+    `PROBE_STEPS` evaluation steps, the first (tracing) left out. Returns the plan for the card.
     """
     probe = make_model()
 
@@ -194,7 +196,20 @@ def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budg
             times.append(time.perf_counter() - start)
         return float(np.median(times[1:] if len(times) > 1 else times))
 
-    train_step = median_step(train_ds, probe.train_on_batch)
+    def fit_step(dataset):  # as `fit` runs them, k steps per call: (wall of 3k steps - wall of k) / 2k, after k that trace
+        k = max(PROBE_STEPS, probe.steps_per_execution)
+        repeated = dataset.repeat()
+
+        def wall(steps):
+            start = time.perf_counter()
+            probe.fit(repeated.take(steps), epochs=1, verbose=0)
+            return time.perf_counter() - start
+
+        wall(k)
+        short, long = wall(k), wall(3 * k)
+        return (long - short) / (2 * k) if long > short else long / (3 * k)  # (the latter: timing noise won)
+
+    train_step = fit_step(train_ds)
     eval_step = median_step(eval_ds, probe.test_on_batch) if eval_ds is not None else 0.0
     per_epoch = train_step * steps_per_epoch + eval_step * eval_steps
     epochs = max(1, min(max_epochs, int(budget / (per_epoch * PLAN_MARGIN))))

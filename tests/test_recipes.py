@@ -104,6 +104,29 @@ def test_budget_cut_run_ends_at_zero_and_a_rerun_keeps_the_plan(tmp_path):
         training.train("pde2", 1, "pdenet", out=out, **{**kwargs, "learning_rate": 1e-2})
 
 
+def test_budget_planner_times_steps_as_fit_runs_them():
+    """The planner's seconds per epoch count the training steps and not the fixed cost of a `fit` call: a
+    stand-in model whose `fit` of n steps takes 0.2 s + 0.01 s per step (and 1 ms per evaluation step)
+    plans 100 steps at ~1.0 s, not the ~2.1 s that 18 steps timed whole would give."""
+    import time
+
+    import tensorflow as tf
+
+    class Timed:
+        steps_per_execution = 4  # below PROBE_STEPS: k = 6
+
+        def fit(self, dataset, epochs, verbose):
+            time.sleep(0.2 + 0.01 * int(dataset.cardinality()))
+
+        def test_on_batch(self, images, labels):
+            time.sleep(0.001)
+
+    pairs = tf.data.Dataset.from_tensor_slices((tf.zeros([20, 2]), tf.zeros([20])))
+    plan = training.plan_epochs(Timed, pairs, pairs, steps_per_epoch=100, eval_steps=10, budget=60.0, max_epochs=1000)
+    assert plan["seconds_per_epoch"] == pytest.approx(100 * 0.01 + 10 * 0.001, rel=0.15)
+    assert plan["epochs"] == int(60.0 / (plan["seconds_per_epoch"] * training.PLAN_MARGIN))
+
+
 def _cli_train(*args):
     return subprocess.run([sys.executable, "-m", "pde_zoo.cli", "train", *args, "--threads", "1"], capture_output=True, text=True)
 
