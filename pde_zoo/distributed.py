@@ -291,8 +291,7 @@ def backup_callback(backup_dir, write=True, local_save=False):
             if self.model.optimizer is not None and not self.model.optimizer.built:
                 self.model.optimizer.build(self.model.trainable_variables)
             read_state(state_path, training_state(self.model))
-            with open(metadata_path) as f:
-                self.model._initial_epoch = json.load(f)["epoch"]  # what Keras's own restore sets
+            self.model._initial_epoch = int(epoch)  # what Keras's own restore sets (write_state always records it)
 
         def on_epoch_end(self, epoch, logs=None):
             if not write:

@@ -44,7 +44,7 @@ PLAN_MARGIN = 1.1  # the budget planner leaves 10% of the budget for what it did
 # one step per call (tests/test_training.py); per-batch callbacks (progress bar, TerminateOnNaN) see every
 # 32nd batch.
 STEPS_PER_EXECUTION = 32
-PROBE_STEPS = 6  # training and evaluation steps the planner times (the first compiles; the median of the rest counts)
+PROBE_STEPS = 6  # the planner's evaluation steps (the first traces; the median of the rest counts), and its fewest training steps per timing
 
 
 def set_determinism(seed):
@@ -196,7 +196,7 @@ def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budg
             times.append(time.perf_counter() - start)
         return float(np.median(times[1:] if len(times) > 1 else times))
 
-    def fit_step(dataset):  # as `fit` runs them, k steps per call: (wall of 3k steps - wall of k) / 2k, after k that trace
+    def fit_step(dataset):
         k = max(PROBE_STEPS, probe.steps_per_execution)
         repeated = dataset.repeat()
 
