@@ -211,9 +211,9 @@ def plan_epochs(make_model, train_ds, eval_ds, steps_per_epoch, eval_steps, budg
 
     train_step = fit_step(train_ds)
     eval_step = median_step(eval_ds, probe.test_on_batch) if eval_ds is not None else 0.0
-    per_epoch = train_step * steps_per_epoch + eval_step * eval_steps
+    per_epoch = float(f"{max(train_step * steps_per_epoch + eval_step * eval_steps, 1e-6):.3g}")  # the card's value plans
     epochs = max(1, min(max_epochs, int(budget / (per_epoch * PLAN_MARGIN))))
-    return {"budget_seconds": budget, "seconds_per_epoch": round(per_epoch, 2), "epochs": epochs, "recipe_epochs": max_epochs}
+    return {"budget_seconds": budget, "seconds_per_epoch": per_epoch, "epochs": epochs, "recipe_epochs": max_epochs}
 
 
 def _resolve_run(name, depth, recipe, options, data, out, budget, overwrite):
