@@ -53,7 +53,7 @@ def test_only_training_graphs_use_the_op():
 
 @pytest.mark.parametrize("name, options, fused_ops", [
     ("pde2", {"depth": 3}, {"PdeZooStencilStack"}),
-    ("pdenet", {"depth": 4, "channels": 8}, {"PdeZooSystemStep", "PdeZooGroupNorm"}),
+    ("pdenet", {"depth": 4, "channels": 8}, {"PdeZooSystemStack", "PdeZooGroupNorm"}),
 ])
 def test_the_scores_train_takes_run_the_forward_ops(name, options, fused_ops):
     """Within `fused_evaluation` (where `training.fit_epochs` scores each epoch) inference graphs run the C++
@@ -200,12 +200,12 @@ for five_point in (False, True):
         results[1][2] = results[1][2] * cross
     out[f"max_error_five_point_{five_point}"] = max(
         float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))  # relative to the largest
-from pde_zoo.layers import PDESystemBlock
+from pde_zoo.layers import PDESystemBlock, StencilStack
 from pde_zoo.layers import GroupNormalization
 for channels in (5, 16, 32):  # the multi-channel op (system_step_op.cc): Eigen path, register-tiled kernels
-    block = PDESystemBlock(stable=True, time_step=0.5)
+    block = StencilStack([PDESystemBlock(stable=True, time_step=0.5, name="a"), PDESystemBlock(name="b")])
     block.build((None, None, None, channels))
-    for weight in block.field.weights:
+    for weight in block.weights:
         weight.assign(rng.normal(scale=0.4, size=weight.shape).astype("float32"))
     states = tf.constant(rng.normal(size=(3, 6, 7, channels)).astype("float32"))
     results = []
@@ -215,7 +215,7 @@ for channels in (5, 16, 32):  # the multi-channel op (system_step_op.cc): Eigen 
             y = block(states, training=training)
             loss = tf.reduce_sum(y * y)
         results.append([y] + tape.gradient(loss, [states] + block.trainable_weights))
-    out[f"max_error_system_step_{channels}"] = max(
+    out[f"max_error_system_stack_{channels}"] = max(
         float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))
 norm, results = GroupNormalization(groups=4), []  # group_norm_op.cc against Keras's ops
 for training in (True, False):
@@ -233,7 +233,7 @@ print("RESULT " + json.dumps(out))
 def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
     """Each kernel this machine supports, forced by $PDE_ZOO_KERNEL in its own process (a process loads one
     op library), builds and gives the standard TF ops' values and gradients: the stencil stack with corners
-    on and off, the multi-channel system step (Eigen and register-tiled paths) and the group normalization."""
+    on and off, a stack of two multi-channel system steps (Eigen and register-tiled paths) and the group normalization."""
     import json
     import os
     import subprocess
@@ -249,4 +249,4 @@ def test_every_kernel_this_cpu_runs_equals_the_standard_ops(tmp_path):
         assert out["kernel"] == name and f"pde_zoo_ops-{name}-" in out["library"]
         assert out["max_error_five_point_False"] < 1e-5 and out["max_error_five_point_True"] < 1e-5, out
         assert out["max_error_deep"] < 1e-4, out  # 100 blocks of float32 rounding
-        assert all(out[f"max_error_system_step_{c}"] < 1e-5 for c in (5, 16, 32)) and out["max_error_group_norm"] < 1e-5, out
+        assert all(out[f"max_error_system_stack_{c}"] < 1e-5 for c in (5, 16, 32)) and out["max_error_group_norm"] < 1e-5, out

@@ -1,4 +1,5 @@
-"""The fused multi-channel PDE-system step (the C++ op of system_step_op.cc) against the keras.ops path."""
+"""The fused multi-channel PDE-system steps (the C++ ops of system_step_op.cc: one block, or a StencilStack of
+them in one op each way) against the keras.ops path."""
 
 import warnings
 
@@ -51,7 +52,7 @@ def test_fused_step_equals_the_keras_ops_path(shape, options):
     x = tf.constant(rng.normal(size=shape).astype("float32"))
     fused, fused_ops = values_gradients_and_op_types(block, x, training=True)
     reference, reference_ops = values_gradients_and_op_types(block, x, training=False)
-    assert "PdeZooSystemStep" in fused_ops and "PdeZooSystemStepGrad" in fused_ops
+    assert "PdeZooSystemStack" in fused_ops and "PdeZooSystemStackGrad" in fused_ops
     assert not any(op.startswith("PdeZoo") for op in reference_ops)
     if fused[0].size >= 16:  # both sides of the ReLU are exercised
         assert (fused[0] > 0).any() and (fused[0] == 0).any()
@@ -115,7 +116,36 @@ def test_pdenet_trains_through_the_fused_op_and_exports_standard_ops(tmp_path):
 
     fused, fused_types = loss_and_grads(True)
     reference, reference_types = loss_and_grads(False)  # GroupNorm has no batch statistics: same function
-    assert "PdeZooSystemStep" in fused_types and not any(t.startswith("PdeZoo") for t in reference_types)
+    assert "PdeZooSystemStack" in fused_types and not any(t.startswith("PdeZoo") for t in reference_types)
+    for got, want in zip(fused, reference):
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
+
+
+@pytest.mark.parametrize(
+    "shape, block_options",
+    [
+        ((3, 9, 6, 12), [{}, {"stable": True}, {"time_step": 0.5}]),  # Eigen path (12 channels)
+        ((2, 28, 28, 32), [{"drift_scale": -0.125}, {}, {"stable": True, "time_step": 0.3}, {}]),  # tiled, chunks of one image
+        ((5, 14, 14, 64), [{}, {"stable": True}]),  # tiled, several images per chunk
+        ((7, 7, 7, 128), [{}, {}, {}]),  # Eigen path, a chunk split between ranges
+        ((2, 5, 4, 16), [{"time_step": 0.25}]),
+    ],
+)
+def test_a_stack_of_system_blocks_runs_one_op_equal_to_its_blocks(shape, block_options):
+    """A StencilStack of PDESystemBlocks (each block its own options) trains through one fused op each way,
+    whose values and gradients (input and every raw weight of every block) equal the blocks' keras.ops
+    steps one after another at 1e-5."""
+    from pde_zoo.layers import StencilStack
+
+    rng = np.random.default_rng(sum(shape) + len(block_options))
+    blocks = [_random_block(shape[-1], rng, name=f"block_{d}", **options) for d, options in enumerate(block_options)]
+    stack = StencilStack(blocks)
+    x = tf.constant(rng.normal(size=shape).astype("float32"))
+    fused, fused_ops = values_gradients_and_op_types(stack, x, training=True)
+    reference, reference_ops = values_gradients_and_op_types(stack, x, training=False)
+    assert "PdeZooSystemStack" in fused_ops and "PdeZooSystemStackGrad" in fused_ops
+    assert not any(op.startswith("PdeZoo") for op in reference_ops)
+    assert len(fused) == 2 + 6 * len(blocks)  # y, dL/dx, six raw weights per block
     for got, want in zip(fused, reference):
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * max(1.0, np.abs(want).max()))
 
@@ -123,11 +153,19 @@ def test_pdenet_trains_through_the_fused_op_and_exports_standard_ops(tmp_path):
 def test_op_rejects_mismatched_shapes():
     ops = _native.stencil_ops()
     x = tf.zeros([2, 4, 4, 5])
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"taps \(9, C\)"):
-        ops.pde_zoo_system_step(x, tf.zeros([8, 5]), tf.zeros([5, 5]), tf.zeros([5]))
+    taps, mixing, bias = tf.zeros([2, 9, 5]), tf.zeros([2, 5, 5]), tf.zeros([2, 5])
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"taps \(D, 9, C\)"):
+        ops.pde_zoo_system_stack(x, tf.zeros([2, 8, 5]), mixing, bias)
     with pytest.raises(tf.errors.InvalidArgumentError, match="disagree on the channel count"):
-        ops.pde_zoo_system_step(x, tf.zeros([9, 5]), tf.zeros([4, 4]), tf.zeros([5]))
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias must have shape \(C,\)"):
-        ops.pde_zoo_system_step(x, tf.zeros([9, 5]), tf.zeros([5, 5]), tf.zeros([4]))
+        ops.pde_zoo_system_stack(x, taps, tf.zeros([2, 4, 4]), bias)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the same number D >= 1 of blocks"):
+        ops.pde_zoo_system_stack(x, taps, tf.zeros([3, 5, 5]), bias)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="the same number D >= 1 of blocks"):
+        ops.pde_zoo_system_stack(x, tf.zeros([0, 9, 5]), tf.zeros([0, 5, 5]), tf.zeros([0, 5]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"bias must have shape \(D, C\)"):
+        ops.pde_zoo_system_stack(x, taps, mixing, tf.zeros([5]))
+    states = tf.zeros([1, 2, 4, 4, 5])
     with pytest.raises(tf.errors.InvalidArgumentError, match="outputs and upstream must have the shape"):
-        ops.pde_zoo_system_step_grad(x, tf.zeros([9, 5]), tf.zeros([5, 5]), x, tf.zeros([2, 4, 3, 5]))
+        ops.pde_zoo_system_stack_grad(x, taps, mixing, x, states, tf.zeros([2, 4, 3, 5]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"states \(D - 1, N, H, W, C\)"):
+        ops.pde_zoo_system_stack_grad(x, taps, mixing, x, tf.zeros([2, 2, 4, 4, 5]), x)

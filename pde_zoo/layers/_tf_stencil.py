@@ -1,5 +1,5 @@
 """Fast TensorFlow kernels for a stack of depthwise 3x3 stencil blocks  ψ_{t+1} = relu(K_t ⋆ ψ_t + b_t),
-and for one multi-channel PDE-system step  ψ ← relu(K ⋆ ψ + Γψ + b)  (`system_step`).
+and for a stack of multi-channel PDE-system steps  ψ ← relu(K ⋆ ψ + Γψ + b)  (`system_stack`).
 
 Two implementations, same numbers (tests hold both equal to the `keras.ops` path):
 - native: the C++ ops of `stencil_op.cc` (built on first use, `_native.py`), one op for the
@@ -121,27 +121,28 @@ def _native_stack(native, inputs, taps, offsets, five_point):
     return run(inputs, taps, offsets)
 
 
-def system_step(native, inputs, taps, mixing, bias):
-    """relu(taps ⋆ inputs + inputs Γᵀ + bias) by the fused C++ ops of `system_step_op.cc` (forward
-    and backward, one pass over each chunk of images), for a five-point stencil.
+def system_stack(native, inputs, taps, mixing, bias):
+    """ψ_D of D multi-channel PDE-system steps ψ_{d+1} = relu(taps[d] ⋆ ψ_d + Γ_d ψ_d + bias[d]), ψ_0 =
+    `inputs`, by the fused C++ ops of `system_step_op.cc` (forward and backward: each chunk of images
+    goes through all D blocks while it is in cache), for five-point stencils.
 
     Args:
         native: the op module (`native_ops(dtype)`; callers fall back to standard ops when None).
         inputs: (N, H, W, C) float32.
-        taps: (3, 3, C) correlation taps, identity included; the corner taps zero (never read, and
+        taps: (D, 3, 3, C) correlation taps, identity included; the corner taps zero (never read, and
             their gradient is reported as zero).
-        mixing: Γ (C, C), indexed [output, input].
-        bias: (C,).
+        mixing: Γ (D, C, C), indexed [block, output, input].
+        bias: (D, C).
     """
     attrs = {"threads": worker_threads(), "corners": False}
 
     @tf.custom_gradient
     def run(inputs, taps, mixing, bias):
-        flat_taps = tf.reshape(taps, [9, -1])
-        outputs = native.pde_zoo_system_step(inputs, flat_taps, mixing, bias, **attrs)
+        flat_taps = tf.reshape(taps, [tf.shape(taps)[0], 9, -1])
+        outputs, states = native.pde_zoo_system_stack(inputs, flat_taps, mixing, bias, **attrs)
 
         def grad(upstream):
-            d_x, d_taps, d_mixing, d_bias = native.pde_zoo_system_step_grad(inputs, flat_taps, mixing, outputs, upstream, **attrs)
+            d_x, d_taps, d_mixing, d_bias = native.pde_zoo_system_stack_grad(inputs, flat_taps, mixing, outputs, states, upstream, **attrs)
             return d_x, tf.reshape(d_taps, tf.shape(taps)), d_mixing, d_bias
 
         return outputs, grad

@@ -62,7 +62,8 @@ class EulerStep(ResidualBlock):
     `field.step_system_taps(Δt)` for a linear field mixing channels; a member the field cannot
     give is None here. In TensorFlow training steps a field may compute the whole step, ReLU included,
     as one fused kernel (`field.fused_rectified_step`; `PDESystemField`: the C++ op of
-    system_step_op.cc), with the same numbers; inference always runs the ops above.
+    system_step_op.cc; a `StencilStack` of them runs as one such op), with the same numbers; inference
+    always runs the ops above.
 
     Args:
         field: a `VectorField` (or its serialized config); only for `EulerStep` itself.

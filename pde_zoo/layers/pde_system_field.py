@@ -129,20 +129,28 @@ class PDESystemField(StencilField):
         return super().explicit_step(psi, time_step, t)
 
     def fused_rectified_step(self, psi, time_step):
-        """relu(ψ + Δt (Aψ + b)) as one fused C++ op, forward and backward (`_tf_stencil.system_step`:
-        the depthwise stencil, the mixing, the bias and the ReLU in one pass over each chunk of images),
-        or None where it does not run: not `fused` (decided at build), or the op is
+        """relu(ψ + Δt (Aψ + b)) as one fused C++ op, forward and backward (`fused_rectified_steps` of this
+        field alone), or None where it does not run."""
+        return PDESystemField.fused_rectified_steps([self], [time_step], psi)
+
+    @staticmethod
+    def fused_rectified_steps(fields, time_steps, psi):
+        """ψ through the steps relu(ψ + Δt_d (A_d ψ + b_d)) of `fields` at `time_steps`, in order, as one
+        fused C++ op forward and one backward (`_tf_stencil.system_stack`: each chunk of images goes
+        through every step, the depthwise stencil, the mixing, the bias and the ReLU, while it is in
+        cache), or None where it does not run: a field not `fused` (decided at build), or the op
         unavailable now (no compiler, a GPU, XLA, a SavedModel being written). Same numbers as
-        `linear_step` (tests hold values and gradients equal at 1e-5)."""
-        if not self.fused:
+        `linear_step` step by step (tests hold values and gradients equal at 1e-5)."""
+        if not fields or not all(isinstance(f, PDESystemField) and f.fused for f in fields):
             return None
-        from pde_zoo.layers._tf_stencil import native_ops, system_step
+        from pde_zoo.layers._tf_stencil import native_ops, system_stack
 
         native = native_ops(psi.dtype)
         if native is None:
             return None
-        alpha, drift_x, sigma, drift_y, gamma, bias = self._step_coefficients(time_step)
-        return system_step(native, psi, self._stencil_taps(alpha, drift_x, sigma, drift_y), gamma, bias)
+        steps = [f._step_coefficients(dt) for f, dt in zip(fields, time_steps)]
+        taps = ops.stack([f._stencil_taps(*step[:4]) for f, step in zip(fields, steps)])
+        return system_stack(native, psi, taps, ops.stack([step[4] for step in steps]), ops.stack([step[5] for step in steps]))
 
     def call(self, psi, t):
         del t  # autonomous

@@ -4,6 +4,7 @@ import keras
 
 from pde_zoo.layers.euler_step import EulerStep
 from pde_zoo.layers.pde_field import PDEField, stacked_step_taps
+from pde_zoo.layers.pde_system_field import PDESystemField
 from pde_zoo.layers.physics_protocol import require
 from pde_zoo.layers.residual_block import ResidualBlock
 
@@ -19,8 +20,10 @@ class StencilStack(keras.layers.Layer):
     when every block opts in to fusion (`block.fusable`), the whole stack runs as one fused
     kernel with a hand-written gradient (`_tf_stencil.stencil_stack`: a C++ op, or standard TF
     ops where that is unavailable; kernels from `stencils()`), several times faster on CPU
-    than block-by-block calls; otherwise (JAX, multi-channel c_ResNet) each block's own
-    `keras.ops` call is used. All give the same numbers (tests hold them equal).
+    than block-by-block calls. In TensorFlow training steps a stack of `PDESystemBlock`s (Euler steps of
+    `PDESystemField`s) runs as one fused C++ op each way (`PDESystemField.fused_rectified_steps`).
+    Otherwise (JAX, c_ResNet, inference of system blocks) each block's own `keras.ops` call is used.
+    All give the same numbers (tests hold them equal).
 
     Args:
         blocks: list of block layers (or their serialized configs).
@@ -66,18 +69,32 @@ class StencilStack(keras.layers.Layer):
         return keras.backend.backend() == "tensorflow" and all(b.fusable for b in self.blocks)
 
     def call(self, inputs, training=None):
+        from pde_zoo.layers._native import runs_fused_kernel  # (not at import: `python -m` runs _native)
+
+        # The C++ ops only in training steps (and train()'s own scores, `fused_evaluation`): inference
+        # graphs (predict, evaluate, every SavedModel route) hold standard TF ops alone, so any
+        # TensorFlow serves them.
+        native = runs_fused_kernel(training)
         if self.uses_fast_path and self.blocks:
-            from pde_zoo.layers._native import runs_fused_kernel
             from pde_zoo.layers._tf_stencil import stencil_stack
 
-            # The C++ op only in training steps (and train()'s own scores, `fused_evaluation`): inference
-            # graphs (predict, evaluate, every SavedModel route) hold standard TF ops alone, so any
-            # TensorFlow serves them.
-            native = runs_fused_kernel(training)
             return stencil_stack(inputs, *self.stencils(), five_point=self._pde_blocks_only, native=native)
+        if native and self._system_blocks_only:
+            fused = PDESystemField.fused_rectified_steps([b.field for b in self.blocks], [b.time_step for b in self.blocks], inputs)
+            if fused is not None:
+                return fused
         for block in self.blocks:
             inputs = block(inputs)
         return inputs
+
+    @property
+    def _system_blocks_only(self):
+        """All blocks are Euler steps of `PDESystemField`s: on TensorFlow they may run as one fused C++ op
+        each way (`PDESystemField.fused_rectified_steps`), the step of each block its own."""
+        return (
+            keras.backend.backend() == "tensorflow" and bool(self.blocks)
+            and all(isinstance(b, EulerStep) and isinstance(b.field, PDESystemField) for b in self.blocks)
+        )
 
     @property
     def _pde_blocks_only(self):

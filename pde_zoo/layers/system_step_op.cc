@@ -1,20 +1,24 @@
-// One Euler step of a multi-channel PDE-system block (PDESystemBlock), forward and backward, as two
-// TensorFlow CPU ops. On NHWC images x (N, H, W, C), zero outside the image,
+// A stack of D multi-channel PDE-system steps (PDESystemBlocks: one block, or a StencilStack stage of
+// them), forward and backward, as two TensorFlow CPU ops. On NHWC images x (N, H, W, C), zero outside
+// the image, block d = 0..D-1 maps s_{d-1} to (s_{-1} = x)
 //
-//     y[n, i, j, c] = relu(b[c] + sum_q k[q, c] x[n, i + dy_q, j + dx_q, c] + sum_c' G[c, c'] x[n, i, j, c'])
+//     s_d[n, i, j, c] = relu(b_d[c] + sum_q k_d[q, c] s_{d-1}[n, i + dy_q, j + dx_q, c] + sum_c' G_d[c, c'] s_{d-1}[n, i, j, c'])
 //
 // with q = (dy + 1) * 3 + (dx + 1) the correlation taps of the depthwise stencil (identity included) and
-// G (C x C, [output, input]) the channel mixing: the step relu(psi + dt (A psi + b)) of
+// G_d (C x C, [output, input]) the channel mixing: the step relu(psi + dt (A psi + b)) of
 // pde_zoo/layers/pde_system_field.py with dt folded into k, G and b by the caller.
 //
-// Both ops walk the batch in chunks of whole images small enough to stay in cache (~256 KB): one
-// matrix product for the mixing over the chunk (Eigen, the instruction set the library is compiled
-// for), then one sweep that adds the stencil and the bias and applies the ReLU in place. The backward
-// op, given x, y and dL/dy, forms g = dL/dy [y > 0] once per chunk and from it, in the same chunk:
-//     dL/dx = g G + (the stencil's transpose: the point-reflected taps) g,
-//     dL/dG += g^T x,   dL/dk[q, c] += sum_p g[p, c] x[p + offset_q, c],   dL/db += sum_p g[p].
-// Images are split into contiguous ranges (kRangesPerThread per thread); each sums its own weight gradients and
-// the ranges are added in order, so the result does not depend on which thread ran what.
+// Both ops walk the batch in chunks of whole images small enough to stay in cache (~128 KB), each
+// chunk through all D blocks. Forward, per block: the mixing (a register-tiled kernel, or one Eigen
+// matrix product over the chunk), the stencil, the bias and the ReLU, every state s_d written once
+// (the op's outputs: the backward op reads them). Backward, per chunk from block D-1 down to 0, given
+// dL/ds_d: g = dL/ds_d [s_d > 0], then
+//     dL/ds_{d-1} = g G_d + (the stencil's transpose: the point-reflected taps) g,
+//     dL/dG_d += g^T s_{d-1},   dL/dk_d[q, c] += sum_p g[p, c] s_{d-1}[p + offset_q, c],   dL/db_d += sum_p g[p],
+// dL/ds_{d-1} kept in a chunk-sized buffer as the next block's upstream gradient: a block reads one
+// new state from memory, not x, y and dL/dy, and writes nothing but its gradient sums.
+// Images are split into contiguous ranges (kRangesPerThread per thread); each sums its own weight
+// gradients and the ranges are added in order, so the result does not depend on which thread ran what.
 //
 // Built and loaded by pde_zoo/layers/_native.py (with stencil_op.cc); used by _tf_stencil.py.
 #include <algorithm>
@@ -33,20 +37,25 @@ using RowMatrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::Ro
 using ConstMatrixMap = Eigen::Map<const RowMatrix>;
 using MatrixMap = Eigen::Map<RowMatrix>;
 
-constexpr int64 kChunkFloats = 64 * 1024;  // ~256 KB of one state per chunk
+// ~128 KB of one state per chunk: the backward pass keeps five such buffers (x, y, g and two gradients) in L2.
+constexpr int64 kChunkFloats = 32 * 1024;
 constexpr int kFivePoint[] = {1, 3, 4, 5, 7};
 constexpr int kNinePoint[] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
 
 template <int kTaps>
 constexpr const int* TapList() { return kTaps == 5 ? kFivePoint : kNinePoint; }
 
-// The call's tensors and sizes.
-struct Step {
-  const float* x;       // (N, H, W, C)
-  const float* taps;    // (9, C)
-  const float* mixing;  // (C, C), [output, input]
+// The call's tensors and sizes: D blocks on images (N, H, W, C).
+struct Stack {
+  const float* x;        // (N, H, W, C)
+  const float* all_taps;    // (D, 9, C)
+  const float* all_mixing;  // (D, C, C), [output, input]
+  const float* bias;     // (D, C); forward only
+  int d;
   int64 n;
   int h, w, c;
+  const float* taps(int block) const { return all_taps + int64(block) * 9 * c; }
+  const float* mixing(int block) const { return all_mixing + int64(block) * c * c; }
   int64 pixels() const { return int64(h) * w; }
   int64 image() const { return pixels() * c; }
   int64 chunk_images() const { return std::max<int64>(1, kChunkFloats / std::max<int64>(1, image())); }
@@ -259,194 +268,268 @@ std::vector<float> Transposed(const float* mixing, int c) {
   return t;
 }
 
+// Block d's weights as the sweeps read them: taps k (forward), the point-reflected taps (the transpose,
+// backward), the mixing G [output, input] and, for the tiled forward, G transposed.
 template <int kTaps>
-void Forward(OpKernelContext* ctx, int threads, const Step& s, const float* bias, float* y) {
-  const int64 per_chunk = s.chunk_images(), chunks = (s.n + per_chunk - 1) / per_chunk;
-  const std::vector<float> zero(int64(s.w) * s.c, 0.0f);  // a row of zeros: the border
+struct Weights {
   const float* k[kTaps];
-  for (int t = 0; t < kTaps; ++t) k[t] = s.taps + int64(TapList<kTaps>()[t]) * s.c;
-  const ConstMatrixMap mixing(s.mixing, s.c, s.c);
-  const Tiled<kTaps> tiled(s.c);
-  const std::vector<float> mixing_t = tiled ? Transposed(s.mixing, s.c) : std::vector<float>();
-  ParallelTasks(ctx, threads, chunks, [&](int64 chunk) {
-    const int64 first = chunk * per_chunk, count = std::min(per_chunk, s.n - first);
-    if (tiled) {
-      for (int64 m = first; m < first + count; ++m)
-        for (int i = 0; i < s.h; ++i)
-          tiled.forward(s.x + m * s.image(), i, s.h, s.w, mixing_t.data(), k, bias, y + m * s.image(), zero.data());
-      return;
+  const float* flipped[kTaps];
+  const float* mixing;
+  std::vector<float> mixing_t;
+  const float* bias;
+  Weights(const Stack& s, int d, bool tiled) : mixing(s.mixing(d)), bias(s.bias == nullptr ? nullptr : s.bias + int64(d) * s.c) {
+    for (int t = 0; t < kTaps; ++t) {
+      k[t] = s.taps(d) + int64(TapList<kTaps>()[t]) * s.c;
+      flipped[t] = s.taps(d) + int64(8 - TapList<kTaps>()[t]) * s.c;
     }
-    const ConstMatrixMap x(s.x + first * s.image(), count * s.pixels(), s.c);
-    MatrixMap out(y + first * s.image(), count * s.pixels(), s.c);
-    out.noalias() = x * mixing.transpose();
-    for (int64 m = 0; m < count; ++m) {
-      const int64 at = (first + m) * s.image();
-      StencilSweep<kTaps, true>(s.x + at, y + at, k, bias, s.h, s.w, s.c, zero.data());
-    }
-  });
+    if (tiled) mixing_t = Transposed(mixing, s.c);
+  }
+};
+
+template <int kTaps>
+std::vector<Weights<kTaps>> AllWeights(const Stack& s, bool tiled) {
+  std::vector<Weights<kTaps>> w;
+  w.reserve(s.d);
+  for (int d = 0; d < s.d; ++d) w.emplace_back(s, d, tiled);
+  return w;
 }
 
-// Weight-gradient sums of one image range: taps (9, C), mixing (C, C), bias (C).
+// out = one block's step of `count` images `in` (the forward sweep).
+template <int kTaps>
+void ForwardImages(const Stack& s, const Tiled<kTaps>& tiled, const Weights<kTaps>& w, const float* in, float* out,
+                   int64 count, const float* zero) {
+  if (tiled) {
+    for (int64 m = 0; m < count; ++m)
+      for (int i = 0; i < s.h; ++i) tiled.forward(in + m * s.image(), i, s.h, s.w, w.mixing_t.data(), w.k, w.bias, out + m * s.image(), zero);
+    return;
+  }
+  const ConstMatrixMap x(in, count * s.pixels(), s.c), mixing(w.mixing, s.c, s.c);
+  MatrixMap(out, count * s.pixels(), s.c).noalias() = x * mixing.transpose();
+  for (int64 m = 0; m < count; ++m) StencilSweep<kTaps, true>(in + m * s.image(), out + m * s.image(), w.k, w.bias, s.h, s.w, s.c, zero);
+}
+
+// Weight-gradient sums of one block over one image range: taps (9, C), mixing (C, C), bias (C).
 struct Sums {
   explicit Sums(int c) : taps(9 * c, 0.0f), mixing(int64(c) * c, 0.0f), bias(c, 0.0f) {}
   std::vector<float> taps, mixing, bias;
 };
 
+// One block's backward over `count` images with inputs x, outputs y and dL/dy `upstream`: writes dL/dx
+// to `d_x` (which must not alias `upstream`), adds the weight gradients to `sum`; `g` is scratch space
+// for count images.
 template <int kTaps>
-void Backward(OpKernelContext* ctx, int threads, const Step& s, const float* y, const float* upstream, float* d_x,
-              float* d_taps, float* d_mixing, float* d_bias) {
-  const int64 per_chunk = s.chunk_images();
-  const int64 ranges = std::max<int64>(1, std::min<int64>(kRangesPerThread * threads, s.n));
-  std::vector<Sums> sums(ranges, Sums(s.c));
+void BackwardImages(const Stack& s, const Tiled<kTaps>& tiled, const Weights<kTaps>& w, const float* x, const float* y,
+                    const float* upstream, float* d_x, int64 count, float* g, Sums& sum, const float* zero) {
+  const int64 rows = count * s.pixels();
+  for (int64 p = 0; p < rows; ++p) {  // g = dL/dy [y > 0], and the bias gradient
+    const float *yp = y + p * s.c, *up = upstream + p * s.c;
+    float* gp = g + p * s.c;
+    for (int ch = 0; ch < s.c; ++ch) {
+      gp[ch] = yp[ch] > 0.0f ? up[ch] : 0.0f;
+      sum.bias[ch] += gp[ch];
+    }
+  }
+  if (tiled) {  // dx = g G + the transposed stencil of g, row by row; dG += g^T x
+    tiled.outer(g, x, rows, sum.mixing.data());
+    for (int64 m = 0; m < count; ++m)
+      for (int i = 0; i < s.h; ++i) tiled.backward(g + m * s.image(), i, s.h, s.w, w.mixing, w.flipped, nullptr, d_x + m * s.image(), zero);
+  } else {
+    const ConstMatrixMap g_rows(g, rows, s.c), x_rows(x, rows, s.c), mixing(w.mixing, s.c, s.c);
+    MatrixMap(d_x, rows, s.c).noalias() = g_rows * mixing;
+    MatrixMap(sum.mixing.data(), s.c, s.c).noalias() += g_rows.transpose() * x_rows;
+    for (int64 m = 0; m < count; ++m)
+      StencilSweep<kTaps, false>(g + m * s.image(), d_x + m * s.image(), w.flipped, nullptr, s.h, s.w, s.c, zero);
+  }
+  for (int64 m = 0; m < count; ++m) {
+    if (tiled) tiled.taps_gradient(g + m * s.image(), x + m * s.image(), sum.taps.data(), s.h, s.w);
+    else TapsGradient<kTaps>(g + m * s.image(), x + m * s.image(), sum.taps.data(), s.h, s.w, s.c, zero);
+  }
+}
+
+// The forward op: each chunk of images goes through all D blocks while it is in cache, block d's outputs
+// written to states[d] (the last block's: `outputs`).
+template <int kTaps>
+void Forward(OpKernelContext* ctx, int threads, const Stack& s, float* const* states) {
+  const int64 per_chunk = s.chunk_images(), chunks = (s.n + per_chunk - 1) / per_chunk;
   const std::vector<float> zero(int64(s.w) * s.c, 0.0f);  // a row of zeros: the border
-  const float* flipped[kTaps];  // the transpose of a correlation: the tap of the point-reflected offset
-  for (int t = 0; t < kTaps; ++t) flipped[t] = s.taps + int64(8 - TapList<kTaps>()[t]) * s.c;
-  const ConstMatrixMap mixing(s.mixing, s.c, s.c);
   const Tiled<kTaps> tiled(s.c);
+  const std::vector<Weights<kTaps>> weights = AllWeights<kTaps>(s, bool(tiled));
+  ParallelTasks(ctx, threads, chunks, [&](int64 chunk) {
+    const int64 first = chunk * per_chunk, count = std::min(per_chunk, s.n - first);
+    const float* in = s.x + first * s.image();
+    for (int d = 0; d < s.d; ++d) {
+      float* out = states[d] + first * s.image();
+      ForwardImages<kTaps>(s, tiled, weights[d], in, out, count, zero.data());
+      in = out;
+    }
+  });
+}
+
+// The backward op: each chunk of images walks back through all D blocks while it is in cache, dL/dx of
+// block d (in a chunk-sized buffer) the upstream gradient of block d - 1. Images are split into contiguous
+// ranges (kRangesPerThread per thread), each with its own weight-gradient sums, added in range order.
+template <int kTaps>
+void Backward(OpKernelContext* ctx, int threads, const Stack& s, const float* const* states, const float* upstream,
+              float* d_x, float* d_taps, float* d_mixing, float* d_bias) {
+  const int64 per_chunk = s.chunk_images(), image = s.image();
+  const int64 ranges = std::max<int64>(1, std::min<int64>(kRangesPerThread * threads, s.n));
+  std::vector<std::vector<Sums>> sums(ranges, std::vector<Sums>(s.d, Sums(s.c)));
+  const std::vector<float> zero(int64(s.w) * s.c, 0.0f);  // a row of zeros: the border
+  const Tiled<kTaps> tiled(s.c);
+  const std::vector<Weights<kTaps>> weights = AllWeights<kTaps>(s, bool(tiled));
   ParallelTasks(ctx, threads, ranges, [&](int64 r) {
-    Sums& sum = sums[r];
-    MatrixMap d_mix(sum.mixing.data(), s.c, s.c);
-    std::vector<float> g(std::min(per_chunk, s.n) * s.image());
+    const int64 size = std::min(per_chunk, s.n) * image;
+    std::vector<float> g(size), gradient[2] = {std::vector<float>(size), std::vector<float>(size)};
     for (int64 first = s.n * r / ranges, end = s.n * (r + 1) / ranges; first < end; first += per_chunk) {
-      const int64 count = std::min(per_chunk, end - first), rows = count * s.pixels(), base = first * s.image();
-      for (int64 p = 0; p < rows; ++p) {  // g = dL/dy [y > 0], and the bias gradient
-        const float *yp = y + base + p * s.c, *up = upstream + base + p * s.c;
-        float* gp = g.data() + p * s.c;
-        for (int ch = 0; ch < s.c; ++ch) {
-          gp[ch] = yp[ch] > 0.0f ? up[ch] : 0.0f;
-          sum.bias[ch] += gp[ch];
-        }
-      }
-      if (tiled) {  // dx = g G + the transposed stencil of g, row by row; dG += g^T x
-        tiled.outer(g.data(), s.x + base, rows, sum.mixing.data());
-        for (int64 m = 0; m < count; ++m)
-          for (int i = 0; i < s.h; ++i)
-            tiled.backward(g.data() + m * s.image(), i, s.h, s.w, s.mixing, flipped, nullptr, d_x + base + m * s.image(), zero.data());
-      } else {
-        const ConstMatrixMap g_chunk(g.data(), rows, s.c), x_chunk(s.x + base, rows, s.c);
-        MatrixMap dx_chunk(d_x + base, rows, s.c);
-        dx_chunk.noalias() = g_chunk * mixing;
-        d_mix.noalias() += g_chunk.transpose() * x_chunk;
-        for (int64 m = 0; m < count; ++m)
-          StencilSweep<kTaps, false>(g.data() + m * s.image(), d_x + base + m * s.image(), flipped, nullptr, s.h, s.w, s.c, zero.data());
-      }
-      for (int64 m = 0; m < count; ++m) {
-        const float *gm = g.data() + m * s.image(), *xm = s.x + base + m * s.image();
-        if (tiled) tiled.taps_gradient(gm, xm, sum.taps.data(), s.h, s.w);
-        else TapsGradient<kTaps>(gm, xm, sum.taps.data(), s.h, s.w, s.c, zero.data());
+      const int64 count = std::min(per_chunk, end - first), base = first * image;
+      const float* up = upstream + base;
+      for (int d = s.d - 1; d >= 0; --d) {
+        const float* x = d == 0 ? s.x + base : states[d - 1] + base;
+        float* dx = d == 0 ? d_x + base : gradient[d % 2].data();
+        BackwardImages<kTaps>(s, tiled, weights[d], x, states[d] + base, up, dx, count, g.data(), sums[r][d], zero.data());
+        up = dx;
       }
     }
   });
-  std::fill(d_taps, d_taps + 9 * s.c, 0.0f);
-  std::fill(d_mixing, d_mixing + int64(s.c) * s.c, 0.0f);
-  std::fill(d_bias, d_bias + s.c, 0.0f);
-  for (const Sums& sum : sums) {  // in range order: deterministic
-    for (int t = 0; t < kTaps; ++t) {
-      const int64 q = TapList<kTaps>()[t];
-      for (int ch = 0; ch < s.c; ++ch) d_taps[q * s.c + ch] += sum.taps[int64(t) * s.c + ch];
+  std::fill(d_taps, d_taps + int64(s.d) * 9 * s.c, 0.0f);
+  std::fill(d_mixing, d_mixing + int64(s.d) * s.c * s.c, 0.0f);
+  std::fill(d_bias, d_bias + int64(s.d) * s.c, 0.0f);
+  for (const std::vector<Sums>& range : sums) {  // in range order: deterministic
+    for (int d = 0; d < s.d; ++d) {
+      const Sums& sum = range[d];
+      for (int t = 0; t < kTaps; ++t) {
+        const int64 q = TapList<kTaps>()[t];
+        for (int ch = 0; ch < s.c; ++ch) d_taps[(int64(d) * 9 + q) * s.c + ch] += sum.taps[int64(t) * s.c + ch];
+      }
+      for (int64 e = 0; e < int64(s.c) * s.c; ++e) d_mixing[int64(d) * s.c * s.c + e] += sum.mixing[e];
+      for (int ch = 0; ch < s.c; ++ch) d_bias[int64(d) * s.c + ch] += sum.bias[ch];
     }
-    for (int64 e = 0; e < int64(s.c) * s.c; ++e) d_mixing[e] += sum.mixing[e];
-    for (int ch = 0; ch < s.c; ++ch) d_bias[ch] += sum.bias[ch];
   }
 }
 
-// Checks the inputs both ops share (x, taps, mixing) and fills `s`.
-::tensorflow::Status ReadStep(OpKernelContext* ctx, Step* s) {
+// Checks the inputs both ops share (x (N, H, W, C), taps (D, 9, C), mixing (D, C, C)) and fills `s`.
+::tensorflow::Status ReadStack(OpKernelContext* ctx, Stack* s) {
   const Tensor &x = ctx->input(0), &taps = ctx->input(1), &mixing = ctx->input(2);
-  if (x.dims() != 4 || taps.dims() != 2 || taps.dim_size(0) != 9 || mixing.dims() != 2) {
-    return tensorflow::errors::InvalidArgument("expected inputs (N, H, W, C), taps (9, C), mixing (C, C)");
+  if (x.dims() != 4 || taps.dims() != 3 || taps.dim_size(1) != 9 || mixing.dims() != 3) {
+    return tensorflow::errors::InvalidArgument("expected inputs (N, H, W, C), taps (D, 9, C), mixing (D, C, C)");
   }
-  const int64 c = x.dim_size(3);
-  if (taps.dim_size(1) != c || mixing.dim_size(0) != c || mixing.dim_size(1) != c) {
+  const int64 c = x.dim_size(3), d = taps.dim_size(0);
+  if (taps.dim_size(2) != c || mixing.dim_size(1) != c || mixing.dim_size(2) != c) {
     return tensorflow::errors::InvalidArgument("taps, mixing and inputs disagree on the channel count ", c);
   }
-  *s = Step{x.flat<float>().data(), taps.flat<float>().data(), mixing.flat<float>().data(), x.dim_size(0),
-            static_cast<int>(x.dim_size(1)), static_cast<int>(x.dim_size(2)), static_cast<int>(c)};
+  if (d < 1 || mixing.dim_size(0) != d) {
+    return tensorflow::errors::InvalidArgument("taps and mixing must hold the same number D >= 1 of blocks");
+  }
+  *s = Stack{x.flat<float>().data(), taps.flat<float>().data(), mixing.flat<float>().data(), nullptr, static_cast<int>(d),
+             x.dim_size(0), static_cast<int>(x.dim_size(1)), static_cast<int>(x.dim_size(2)), static_cast<int>(c)};
   return ::tensorflow::OkStatus();
 }
 
-class SystemStepOp : public ThreadsCornersOp {
+// The D states' buffers: states[0 .. D - 2] in `states` (D - 1, N, H, W, C), states[D - 1] in `outputs`.
+std::vector<const float*> StatePointers(const Stack& s, const float* states, const float* outputs) {
+  std::vector<const float*> p(s.d);
+  for (int d = 0; d + 1 < s.d; ++d) p[d] = states + int64(d) * s.n * s.image();
+  p[s.d - 1] = outputs;
+  return p;
+}
+
+class SystemStackOp : public ThreadsCornersOp {
  public:
   using ThreadsCornersOp::ThreadsCornersOp;
 
   void Compute(OpKernelContext* ctx) override {
-    Step s;
-    OP_REQUIRES_OK(ctx, ReadStep(ctx, &s));
+    Stack s;
+    OP_REQUIRES_OK(ctx, ReadStack(ctx, &s));
     const Tensor& bias = ctx->input(3);
-    OP_REQUIRES(ctx, bias.dims() == 1 && bias.dim_size(0) == s.c,
-                tensorflow::errors::InvalidArgument("bias must have shape (C,) = (", s.c, ",)"));
-    Tensor* output = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &output));
+    OP_REQUIRES(ctx, bias.dims() == 2 && bias.dim_size(0) == s.d && bias.dim_size(1) == s.c,
+                tensorflow::errors::InvalidArgument("bias must have shape (D, C) = (", s.d, ", ", s.c, ")"));
+    s.bias = bias.flat<float>().data();
+    const Tensor& x = ctx->input(0);
+    Tensor *outputs = nullptr, *states = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &outputs));
+    ::tensorflow::TensorShape states_shape = x.shape();
+    states_shape.InsertDim(0, s.d - 1);
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, states_shape, &states));
     if (s.n == 0 || s.pixels() == 0 || s.c == 0) return;
-    const float* b = bias.flat<float>().data();
-    float* y = output->flat<float>().data();
-    if (corners_) Forward<9>(ctx, threads_, s, b, y);
-    else Forward<5>(ctx, threads_, s, b, y);
+    const std::vector<const float*> p = StatePointers(s, states->flat<float>().data(), outputs->flat<float>().data());
+    std::vector<float*> out(s.d);
+    for (int d = 0; d < s.d; ++d) out[d] = const_cast<float*>(p[d]);  // this op's own outputs
+    if (corners_) Forward<9>(ctx, threads_, s, out.data());
+    else Forward<5>(ctx, threads_, s, out.data());
   }
 };
 
-class SystemStepGradOp : public ThreadsCornersOp {
+class SystemStackGradOp : public ThreadsCornersOp {
  public:
   using ThreadsCornersOp::ThreadsCornersOp;
 
   void Compute(OpKernelContext* ctx) override {
-    Step s;
-    OP_REQUIRES_OK(ctx, ReadStep(ctx, &s));
-    const Tensor &outputs = ctx->input(3), &upstream = ctx->input(4);
-    OP_REQUIRES(ctx, outputs.shape() == ctx->input(0).shape() && upstream.shape() == ctx->input(0).shape(),
-                tensorflow::errors::InvalidArgument("outputs and upstream must have the shape of inputs"));
+    Stack s;
+    OP_REQUIRES_OK(ctx, ReadStack(ctx, &s));
+    const Tensor &x = ctx->input(0), &outputs = ctx->input(3), &states = ctx->input(4), &upstream = ctx->input(5);
+    ::tensorflow::TensorShape states_shape = x.shape();
+    states_shape.InsertDim(0, s.d - 1);
+    OP_REQUIRES(ctx, outputs.shape() == x.shape() && upstream.shape() == x.shape() && states.shape() == states_shape,
+                tensorflow::errors::InvalidArgument("outputs and upstream must have the shape of inputs, states (D - 1, N, H, W, C)"));
     Tensor *d_x = nullptr, *d_taps = nullptr, *d_mixing = nullptr, *d_bias = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &d_x));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, x.shape(), &d_x));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &d_taps));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &d_mixing));
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, ::tensorflow::TensorShape({s.c}), &d_bias));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(3, ::tensorflow::TensorShape({s.d, s.c}), &d_bias));
     float *dx = d_x->flat<float>().data(), *dk = d_taps->flat<float>().data();
     float *dg = d_mixing->flat<float>().data(), *db = d_bias->flat<float>().data();
     if (s.n == 0 || s.pixels() == 0 || s.c == 0) {
-      std::fill(dk, dk + 9 * s.c, 0.0f), std::fill(dg, dg + int64(s.c) * s.c, 0.0f), std::fill(db, db + s.c, 0.0f);
+      std::fill(dk, dk + d_taps->NumElements(), 0.0f), std::fill(dg, dg + d_mixing->NumElements(), 0.0f);
+      std::fill(db, db + d_bias->NumElements(), 0.0f);
       return;
     }
-    const float *y = outputs.flat<float>().data(), *up = upstream.flat<float>().data();
-    if (corners_) Backward<9>(ctx, threads_, s, y, up, dx, dk, dg, db);
-    else Backward<5>(ctx, threads_, s, y, up, dx, dk, dg, db);
+    const std::vector<const float*> p = StatePointers(s, states.flat<float>().data(), outputs.flat<float>().data());
+    const float* up = upstream.flat<float>().data();
+    if (corners_) Backward<9>(ctx, threads_, s, p.data(), up, dx, dk, dg, db);
+    else Backward<5>(ctx, threads_, s, p.data(), up, dx, dk, dg, db);
   }
 };
 
 }  // namespace
 }  // namespace pde_zoo
 
-REGISTER_OP("PdeZooSystemStep")
+REGISTER_OP("PdeZooSystemStack")
     .Input("inputs: float")   // (N, H, W, C)
-    .Input("taps: float")     // (9, C): correlation taps, q = (dy + 1) * 3 + dx + 1, identity included
-    .Input("mixing: float")   // (C, C): [output, input]
-    .Input("bias: float")     // (C,)
-    .Output("outputs: float")  // (N, H, W, C)
+    .Input("taps: float")     // (D, 9, C): block d's correlation taps, q = (dy + 1) * 3 + dx + 1, identity included
+    .Input("mixing: float")   // (D, C, C): [block, output, input]
+    .Input("bias: float")     // (D, C)
+    .Output("outputs: float")  // (N, H, W, C): the last block's outputs
+    .Output("states: float")   // (D - 1, N, H, W, C): the other blocks' outputs, in order (kept for the backward op)
     .Attr("threads: int >= 1 = 1")
     .Attr("corners: bool = true")  // false: the corner taps are zero (a five-point stencil), never read
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(0));
+      ::tensorflow::shape_inference::ShapeHandle states;
+      TF_RETURN_IF_ERROR(c->Concatenate(c->Vector(c->UnknownDim()), c->input(0), &states));
+      c->set_output(1, states);
       return ::tensorflow::OkStatus();
     });
 
-REGISTER_OP("PdeZooSystemStepGrad")
+REGISTER_OP("PdeZooSystemStackGrad")
     .Input("inputs: float")    // (N, H, W, C)
-    .Input("taps: float")      // (9, C)
-    .Input("mixing: float")    // (C, C)
-    .Input("outputs: float")   // (N, H, W, C): the forward op's outputs (their sign is the ReLU mask)
+    .Input("taps: float")      // (D, 9, C)
+    .Input("mixing: float")    // (D, C, C)
+    .Input("outputs: float")   // (N, H, W, C): the forward op's outputs
+    .Input("states: float")    // (D - 1, N, H, W, C): the forward op's states (their signs are the ReLU masks)
     .Input("upstream: float")  // (N, H, W, C): gradient of the loss w.r.t. the outputs
     .Output("d_inputs: float")  // (N, H, W, C)
-    .Output("d_taps: float")    // (9, C); corners 0 when corners = false
-    .Output("d_mixing: float")  // (C, C)
-    .Output("d_bias: float")    // (C,)
+    .Output("d_taps: float")    // (D, 9, C); corners 0 when corners = false
+    .Output("d_mixing: float")  // (D, C, C)
+    .Output("d_bias: float")    // (D, C)
     .Attr("threads: int >= 1 = 1")
     .Attr("corners: bool = true")
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(0));
       c->set_output(1, c->input(1));
       c->set_output(2, c->input(2));
-      c->set_output(3, c->Vector(c->Dim(c->input(1), 1)));
+      c->set_output(3, c->Matrix(c->Dim(c->input(1), 0), c->Dim(c->input(1), 2)));
       return ::tensorflow::OkStatus();
     });
 
-REGISTER_KERNEL_BUILDER(Name("PdeZooSystemStep").Device(::tensorflow::DEVICE_CPU), pde_zoo::SystemStepOp);
-REGISTER_KERNEL_BUILDER(Name("PdeZooSystemStepGrad").Device(::tensorflow::DEVICE_CPU), pde_zoo::SystemStepGradOp);
+REGISTER_KERNEL_BUILDER(Name("PdeZooSystemStack").Device(::tensorflow::DEVICE_CPU), pde_zoo::SystemStackOp);
+REGISTER_KERNEL_BUILDER(Name("PdeZooSystemStackGrad").Device(::tensorflow::DEVICE_CPU), pde_zoo::SystemStackGradOp);
