@@ -207,6 +207,22 @@ void Outer(const float* g, const float* x, int64 count, float* d_mix) {
   for (; co < c; ++co) OuterTile<NB, 1>(g, x, count, co, d_mix);
 }
 
+// g = dL/dy [y > 0] over `count` pixels, and bias_sum += sum_p g[p] (the bias gradient), the sums in
+// registers (summed through memory they were a store-to-load chain per pixel).
+template <int NB>
+void MaskTiled(const float* y, const float* upstream, float* g, int64 count, float* bias_sum) {
+  constexpr int c = NB * kLanes;
+  Vec sum[NB] = {};
+  for (int64 p = 0; p < count; ++p)
+    for (int b = 0; b < NB; ++b) {
+      const int64 at = p * c + b * kLanes;
+      const Vec masked = Load(y + at) > Vec{} ? Load(upstream + at) : Vec{};
+      Store(g + at, masked);
+      sum[b] += masked;
+    }
+  for (int b = 0; b < NB; ++b) Store(bias_sum + b * kLanes, Load(bias_sum + b * kLanes) + sum[b]);
+}
+
 // acc[t, :] += sum_p g[p, :] * x[p + offset_t, :] over one image, tap by tap over the pixels whose
 // neighbour is inside (outside ones add zero); four pixels at a time into four partial sums, so the
 // additions do not wait on one another.
@@ -235,13 +251,14 @@ void TapsGradientTiled(const float* g, const float* x, float* acc, int h, int w)
 }
 
 // The tiled kernels of one channel count (`forward`, `backward`: FusedRow with and without ReLU and
-// bias; `outer`; `taps_gradient`), or all null when C is not NB * kLanes with NB <= kMaxBlocks.
+// bias; `outer`; `taps_gradient`; `mask`), or all null when C is not NB * kLanes with NB <= kMaxBlocks.
 template <int kTaps>
 struct Tiled {
   using Row = void (*)(const float*, int, int, int, const float*, const float* const*, const float*, float*, const float*);
   Row forward = nullptr, backward = nullptr;
   void (*outer)(const float*, const float*, int64, float*) = nullptr;
   void (*taps_gradient)(const float*, const float*, float*, int, int) = nullptr;
+  void (*mask)(const float*, const float*, float*, int64, float*) = nullptr;
 
   explicit Tiled(int c) {
     if (c % kLanes == 0) Pick<1>(c / kLanes);
@@ -253,7 +270,7 @@ struct Tiled {
   void Pick(int nb) {
     if (nb == NB) {
       forward = FusedRow<NB, kTaps, true>, backward = FusedRow<NB, kTaps, false>, outer = Outer<NB>;
-      taps_gradient = TapsGradientTiled<NB, kTaps>;
+      taps_gradient = TapsGradientTiled<NB, kTaps>, mask = MaskTiled<NB>;
     } else if constexpr (NB < kMaxBlocks) {
       Pick<NB + 1>(nb);
     }
@@ -321,12 +338,16 @@ template <int kTaps>
 void BackwardImages(const Stack& s, const Tiled<kTaps>& tiled, const Weights<kTaps>& w, const float* x, const float* y,
                     const float* upstream, float* d_x, int64 count, float* g, Sums& sum, const float* zero) {
   const int64 rows = count * s.pixels();
-  for (int64 p = 0; p < rows; ++p) {  // g = dL/dy [y > 0], and the bias gradient
-    const float *yp = y + p * s.c, *up = upstream + p * s.c;
-    float* gp = g + p * s.c;
-    for (int ch = 0; ch < s.c; ++ch) {
-      gp[ch] = yp[ch] > 0.0f ? up[ch] : 0.0f;
-      sum.bias[ch] += gp[ch];
+  if (tiled) {
+    tiled.mask(y, upstream, g, rows, sum.bias.data());
+  } else {
+    for (int64 p = 0; p < rows; ++p) {  // g = dL/dy [y > 0], and the bias gradient
+      const float *yp = y + p * s.c, *up = upstream + p * s.c;
+      float* gp = g + p * s.c;
+      for (int ch = 0; ch < s.c; ++ch) {
+        gp[ch] = yp[ch] > 0.0f ? up[ch] : 0.0f;
+        sum.bias[ch] += gp[ch];
+      }
     }
   }
   if (tiled) {  // dx = g G + the transposed stencil of g, row by row; dG += g^T x
