@@ -150,12 +150,14 @@ inline void FusedTile(const Rows& rows, int j0, int w, const float* m, const flo
   }
   // The stencil for every pixel of the tile first, the stores after: a store may alias anything for the
   // compiler (Store is a memcpy), so one between the loads made it reload every tap and row pointer.
+#pragma GCC unroll 16
   for (int p = 0; p < P; ++p) {
     const float* nb[kTaps];
     Neighbours<kTaps>(rows, j0 + p, w, c, zero, nb);
     for (int b = 0; b < NB; ++b)
       for (int t = 0; t < kTaps; ++t) acc[p][b] += Load(k[t] + b * kLanes) * Load(nb[t] + b * kLanes);
   }
+#pragma GCC unroll 16
   for (int p = 0; p < P; ++p)
     for (int b = 0; b < NB; ++b) Store(out_row + int64(j0 + p) * c + b * kLanes, kRelu ? Relu(acc[p][b]) : acc[p][b]);
 }
