@@ -1,5 +1,5 @@
 """Build once (cached) and load the C++ ops of pde_zoo, with the kernel this CPU runs best: the stencil stack of
-`stencil_op.cc` (one-channel thesis blocks), the multi-channel PDE-system step of `system_step_op.cc`, the
+`stencil_op.cc` (one-channel thesis blocks), the multi-channel PDE-system steps (a stack of them) of `system_step_op.cc`, the
 group normalization of `group_norm_op.cc` and Adam over a list of variables (`variable_list_op.cc`), one library.
 
 Kernels (`KERNELS`): the same sources compiled for one instruction set each, `avx512` (AVX-512 F/BW/DQ/VL,
@@ -127,7 +127,7 @@ def build(cache=None, compiler=None, name=None):
 
 @functools.cache
 def stencil_ops():
-    """The op module (`pde_zoo_stencil_stack`, `pde_zoo_system_step`, `pde_zoo_group_norm` and their `_grad`
+    """The op module (`pde_zoo_stencil_stack`, `pde_zoo_system_stack`, `pde_zoo_group_norm` and their `_grad`
     ops), or None when the
     library cannot be built here or `PDE_ZOO_NATIVE=0` (one warning says why)."""
     if os.environ.get("PDE_ZOO_NATIVE", "1") == "0":
