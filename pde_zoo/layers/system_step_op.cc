@@ -340,32 +340,29 @@ template <int kTaps>
 void BackwardImages(const Stack& s, const Tiled<kTaps>& tiled, const Weights<kTaps>& w, const float* x, const float* y,
                     const float* upstream, float* d_x, int64 count, float* g, Sums& sum, const float* zero) {
   const int64 rows = count * s.pixels();
-  if (tiled) {
+  if (tiled) {  // g = dL/dy [y > 0] and the bias gradient; dG += g^T x; dx = g G + the transposed stencil of g, row by row
     tiled.mask(y, upstream, g, rows, sum.bias.data());
-  } else {
-    for (int64 p = 0; p < rows; ++p) {  // g = dL/dy [y > 0], and the bias gradient
-      const float *yp = y + p * s.c, *up = upstream + p * s.c;
-      float* gp = g + p * s.c;
-      for (int ch = 0; ch < s.c; ++ch) {
-        gp[ch] = yp[ch] > 0.0f ? up[ch] : 0.0f;
-        sum.bias[ch] += gp[ch];
-      }
+    tiled.outer(g, x, rows, sum.mixing.data());
+    for (int64 m = 0; m < count; ++m) {
+      for (int i = 0; i < s.h; ++i) tiled.backward(g + m * s.image(), i, s.h, s.w, w.mixing, w.flipped, nullptr, d_x + m * s.image(), zero);
+      tiled.taps_gradient(g + m * s.image(), x + m * s.image(), sum.taps.data(), s.h, s.w);
+    }
+    return;
+  }
+  for (int64 p = 0; p < rows; ++p) {  // g = dL/dy [y > 0], and the bias gradient
+    const float *yp = y + p * s.c, *up = upstream + p * s.c;
+    float* gp = g + p * s.c;
+    for (int ch = 0; ch < s.c; ++ch) {
+      gp[ch] = yp[ch] > 0.0f ? up[ch] : 0.0f;
+      sum.bias[ch] += gp[ch];
     }
   }
-  if (tiled) {  // dx = g G + the transposed stencil of g, row by row; dG += g^T x
-    tiled.outer(g, x, rows, sum.mixing.data());
-    for (int64 m = 0; m < count; ++m)
-      for (int i = 0; i < s.h; ++i) tiled.backward(g + m * s.image(), i, s.h, s.w, w.mixing, w.flipped, nullptr, d_x + m * s.image(), zero);
-  } else {
-    const ConstMatrixMap g_rows(g, rows, s.c), x_rows(x, rows, s.c), mixing(w.mixing, s.c, s.c);
-    MatrixMap(d_x, rows, s.c).noalias() = g_rows * mixing;
-    MatrixMap(sum.mixing.data(), s.c, s.c).noalias() += g_rows.transpose() * x_rows;
-    for (int64 m = 0; m < count; ++m)
-      StencilSweep<kTaps, false>(g + m * s.image(), d_x + m * s.image(), w.flipped, nullptr, s.h, s.w, s.c, zero);
-  }
+  const ConstMatrixMap g_rows(g, rows, s.c), x_rows(x, rows, s.c), mixing(w.mixing, s.c, s.c);
+  MatrixMap(d_x, rows, s.c).noalias() = g_rows * mixing;
+  MatrixMap(sum.mixing.data(), s.c, s.c).noalias() += g_rows.transpose() * x_rows;
   for (int64 m = 0; m < count; ++m) {
-    if (tiled) tiled.taps_gradient(g + m * s.image(), x + m * s.image(), sum.taps.data(), s.h, s.w);
-    else TapsGradient<kTaps>(g + m * s.image(), x + m * s.image(), sum.taps.data(), s.h, s.w, s.c, zero);
+    StencilSweep<kTaps, false>(g + m * s.image(), d_x + m * s.image(), w.flipped, nullptr, s.h, s.w, s.c, zero);
+    TapsGradient<kTaps>(g + m * s.image(), x + m * s.image(), sum.taps.data(), s.h, s.w, s.c, zero);
   }
 }
 
@@ -449,8 +446,9 @@ void Backward(OpKernelContext* ctx, int threads, const Stack& s, const float* co
 }
 
 // The D states' buffers: states[0 .. D - 2] in `states` (D - 1, N, H, W, C), states[D - 1] in `outputs`.
-std::vector<const float*> StatePointers(const Stack& s, const float* states, const float* outputs) {
-  std::vector<const float*> p(s.d);
+template <typename T>
+std::vector<T*> StatePointers(const Stack& s, T* states, T* outputs) {
+  std::vector<T*> p(s.d);
   for (int d = 0; d + 1 < s.d; ++d) p[d] = states + int64(d) * s.n * s.image();
   p[s.d - 1] = outputs;
   return p;
@@ -474,9 +472,7 @@ class SystemStackOp : public ThreadsCornersOp {
     states_shape.InsertDim(0, s.d - 1);
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, states_shape, &states));
     if (s.n == 0 || s.pixels() == 0 || s.c == 0) return;
-    const std::vector<const float*> p = StatePointers(s, states->flat<float>().data(), outputs->flat<float>().data());
-    std::vector<float*> out(s.d);
-    for (int d = 0; d < s.d; ++d) out[d] = const_cast<float*>(p[d]);  // this op's own outputs
+    const std::vector<float*> out = StatePointers(s, states->flat<float>().data(), outputs->flat<float>().data());
     if (corners_) Forward<9>(ctx, threads_, s, out.data());
     else Forward<5>(ctx, threads_, s, out.data());
   }
