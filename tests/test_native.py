@@ -203,18 +203,18 @@ for five_point in (False, True):
 from pde_zoo.layers import PDESystemBlock, StencilStack
 from pde_zoo.layers import GroupNormalization
 for channels in (5, 16, 32):  # the multi-channel op (system_step_op.cc): Eigen path, register-tiled kernels
-    block = StencilStack([PDESystemBlock(stable=True, time_step=0.5, name="a"), PDESystemBlock(name="b")])
-    block.build((None, None, None, channels))
-    for weight in block.weights:
+    stack = StencilStack([PDESystemBlock(stable=True, time_step=0.5, name="a"), PDESystemBlock(name="b")])
+    stack.build((None, None, None, channels))
+    for weight in stack.weights:
         weight.assign(rng.normal(scale=0.4, size=weight.shape).astype("float32"))
     states = tf.constant(rng.normal(size=(3, 6, 7, channels)).astype("float32"))
     results = []
     for training in (True, False):  # the fused op in training, the keras.ops path otherwise
         with tf.GradientTape() as tape:
             tape.watch(states)
-            y = block(states, training=training)
+            y = stack(states, training=training)
             loss = tf.reduce_sum(y * y)
-        results.append([y] + tape.gradient(loss, [states] + block.trainable_weights))
+        results.append([y] + tape.gradient(loss, [states] + stack.trainable_weights))
     out[f"max_error_system_stack_{channels}"] = max(
         float(tf.reduce_max(tf.abs(a - b)) / tf.reduce_max(tf.abs(b))) for a, b in zip(*results))
 norm, results = GroupNormalization(groups=4), []  # group_norm_op.cc against Keras's ops
