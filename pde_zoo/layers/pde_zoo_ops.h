@@ -10,7 +10,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
-#if defined(__AVX2__) || defined(__AVX512F__)
+#include <cmath>
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -53,6 +54,20 @@ inline Vec Relu(Vec v) {
   return _mm256_max_ps(v, Vec{});
 #else
   return v > Vec{} ? v : Vec{};
+#endif
+}
+
+// The square root lane by lane (IEEE-rounded, as std::sqrt).
+inline Vec Sqrt(Vec v) {
+#if defined(__AVX512F__)
+  return _mm512_sqrt_ps(v);
+#elif defined(__AVX2__)
+  return _mm256_sqrt_ps(v);
+#elif defined(__SSE2__)
+  return _mm_sqrt_ps(v);
+#else
+  for (int k = 0; k < kLanes; ++k) v[k] = std::sqrt(v[k]);
+  return v;
 #endif
 }
 

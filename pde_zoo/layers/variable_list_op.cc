@@ -107,17 +107,32 @@ class ApplyAdamOp : public OpKernel {
                          std::min(kChunk, grad.NumElements() - begin)});
       }
     }
+    // Consecutive tasks grouped into units of >= kChunk elements (the last may be smaller): a model of many
+    // small variables (pde2-50: 250 scalars) is then a few units, not one thread hand-off per variable.
+    std::vector<size_t> unit_starts;
+    for (size_t k = 0, filled = kChunk; k < tasks.size(); filled += tasks[k++].size) {
+      if (filled >= kChunk) unit_starts.push_back(k), filled = 0;
+    }
+    unit_starts.push_back(tasks.size());
     const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
     const float keep1 = 1.0f - beta1, keep2 = 1.0f - beta2;
-    ParallelTasks(ctx, threads_, static_cast<int64>(tasks.size()), [&](int64 k) {
-      const Task& t = tasks[k];
-      for (int64 e = 0; e < t.size; ++e) {
-        const float g = t.grad[e];
-        const float m = t.m[e] + (g - t.m[e]) * keep1;
-        const float v = t.v[e] + (g * g - t.v[e]) * keep2;
-        t.m[e] = m;
-        t.v[e] = v;
-        t.var[e] -= (m * alpha) / (std::sqrt(v) + epsilon);
+    ParallelTasks(ctx, threads_, static_cast<int64>(unit_starts.size()) - 1, [&](int64 unit) {
+      for (size_t k = unit_starts[unit]; k < unit_starts[unit + 1]; ++k) {
+        const Task& t = tasks[k];
+        int64 e = 0;
+        for (; e + kLanes <= t.size; e += kLanes) {  // kLanes elements at a time: the same operations, lane by lane
+          const Vec g = Load(t.grad + e), m = Load(t.m + e) + (g - Load(t.m + e)) * keep1;
+          const Vec v = Load(t.v + e) + (g * g - Load(t.v + e)) * keep2;
+          Store(t.m + e, m);
+          Store(t.v + e, v);
+          Store(t.var + e, Load(t.var + e) - (m * alpha) / (Sqrt(v) + epsilon));
+        }
+        for (; e < t.size; ++e) {
+          const float g = t.grad[e], m = t.m[e] + (g - t.m[e]) * keep1, v = t.v[e] + (g * g - t.v[e]) * keep2;
+          t.m[e] = m;
+          t.v[e] = v;
+          t.var[e] -= (m * alpha) / (std::sqrt(v) + epsilon);
+        }
       }
     });
   }
