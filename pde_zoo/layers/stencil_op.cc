@@ -47,24 +47,29 @@ class Grid {
     for (int i = 0; i < h_; ++i) row(i)[-1] = row(i)[w_] = Zero();
   }
   // Interior <- the pixels of `lanes` (their NHWC offsets base[0..count), pixel p at base + p * stride);
-  // lanes count..kLanes - 1 are zero.
+  // lanes count..kLanes - 1 are zero. Lane by lane, as scalars written straight into the grid's vectors
+  // (a vector type aliases its element type): assembling each vector in a stack array and loading it made
+  // every load wait for its 16 scalar stores (no store forwarding from several stores to one load).
   void Gather(const float* src, const int64* base, int count, int64 stride) const {
-    float lanes[kLanes] = {};
     for (int i = 0; i < h_; ++i) {
-      for (int j = 0; j < w_; ++j) {
-        const int64 at = (int64(i) * w_ + j) * stride;
-        for (int k = 0; k < count; ++k) lanes[k] = src[base[k] + at];
-        row(i)[j] = Load(lanes);
+      float* lanes = reinterpret_cast<float*>(row(i));
+      const int64 first = int64(i) * w_ * stride;
+      for (int k = 0; k < kLanes; ++k) {
+        if (k < count) {
+          for (int j = 0; j < w_; ++j) lanes[j * kLanes + k] = src[base[k] + first + j * stride];
+        } else {
+          for (int j = 0; j < w_; ++j) lanes[j * kLanes + k] = 0.0f;
+        }
       }
     }
   }
+  // The pixels of `lanes` 0..count-1 <- the interior (Gather's inverse).
   void Scatter(float* dst, const int64* base, int count, int64 stride) const {
-    float lanes[kLanes];
     for (int i = 0; i < h_; ++i) {
-      for (int j = 0; j < w_; ++j) {
-        const int64 at = (int64(i) * w_ + j) * stride;
-        Store(lanes, row(i)[j]);
-        for (int k = 0; k < count; ++k) dst[base[k] + at] = lanes[k];
+      const float* lanes = reinterpret_cast<const float*>(row(i));
+      const int64 first = int64(i) * w_ * stride;
+      for (int k = 0; k < count; ++k) {
+        for (int j = 0; j < w_; ++j) dst[base[k] + first + j * stride] = lanes[j * kLanes + k];
       }
     }
   }
@@ -193,38 +198,46 @@ int64 CacheBudget() {
   return budget;
 }
 
+// One row of a block's masked gradient: g_pre = g [state t + 1 > 0] (ReLU') on row i, written to `gp_row`, and
+// its sums into the weight gradients, sums[q] += g_pre * state t [. + offset_q] (q = 0..8, the 3x3 taps) and
+// sums[9] += g_pre (the bias). The sums are kept in registers for the row (the stores to `gp_row` may alias
+// anything for the compiler, so sums held in memory would be reloaded after each one).
+template <bool kCorners>
+inline void MaskedGradientRow(const Vec* o, const Vec* gi, const Vec* up, const Vec* c, const Vec* dn, Vec* gp_row, Vec* sums, int w) {
+  Vec s[10];
+  std::copy_n(sums, 10, s);
+  Vec left = c[-1], mid = c[0];
+  for (int j = 0; j < w; ++j) {
+    const Vec right = c[j + 1];
+    const Vec gp = o[j] > Zero() ? gi[j] : Zero();
+    gp_row[j] = gp;
+    s[9] += gp;
+    s[1] += gp * up[j], s[3] += gp * left, s[4] += gp * mid, s[5] += gp * right, s[7] += gp * dn[j];
+    if (kCorners) s[0] += gp * up[j - 1], s[2] += gp * up[j + 1], s[6] += gp * dn[j - 1], s[8] += gp * dn[j + 1];
+    left = mid, mid = right;
+  }
+  std::copy_n(s, 10, sums);
+}
+
 // One block's backward step, in one sweep over the rows: with g = d loss / d (state t + 1) on entry,
 //     g_pre = g [state t + 1 > 0]  (ReLU'),   d taps[q] += sum g_pre * state t [. + offset_q],   d bias += sum g_pre,
 // and g <- d loss / d (state t) = correlation of g_pre with the point-reflected taps (the stencil's
 // transpose). Row i of the new g needs rows i - 1..i + 1 of g_pre, so g_pre runs one row ahead and g is
 // overwritten in place one row behind (row i + 1 of the old g is read before row i is written).
+// `sums` (10 vectors: the 9 taps, then the bias) receives this block's weight gradients.
 template <bool kCorners>
-void BlockBackward(const Grid& in, const Grid& out, const Grid& g, const Grid& g_pre, const Vec* taps, Vec* d_taps, Vec* d_bias,
-                   int h, int w) {
+void BlockBackward(const Grid& in, const Grid& out, const Grid& g, const Grid& g_pre, const Vec* taps, Vec* sums, int h, int w) {
   Vec flipped[9];
   for (int q = 0; q < 9; ++q) flipped[q] = taps[8 - q];
-  Vec acc[9] = {}, acc_b = Zero();
+  std::fill_n(sums, 10, Zero());
   auto pre_row = [&](int i) {
-    const Vec *o = out.row(i), *gi = g.row(i), *up = in.row(i - 1), *c = in.row(i), *dn = in.row(i + 1);
-    Vec* gp_row = g_pre.row(i);
-    Vec left = c[-1], mid = c[0];
-    for (int j = 0; j < w; ++j) {
-      const Vec right = c[j + 1];
-      const Vec gp = o[j] > Zero() ? gi[j] : Zero();
-      gp_row[j] = gp;
-      acc_b += gp;
-      acc[1] += gp * up[j], acc[3] += gp * left, acc[4] += gp * mid, acc[5] += gp * right, acc[7] += gp * dn[j];
-      if (kCorners) acc[0] += gp * up[j - 1], acc[2] += gp * up[j + 1], acc[6] += gp * dn[j - 1], acc[8] += gp * dn[j + 1];
-      left = mid, mid = right;
-    }
+    MaskedGradientRow<kCorners>(out.row(i), g.row(i), in.row(i - 1), in.row(i), in.row(i + 1), g_pre.row(i), sums, w);
   };
   pre_row(0);
   for (int i = 0; i < h; ++i) {
     if (i + 1 < h) pre_row(i + 1);
     CorrelateRow<false, kCorners>(g_pre.row(i - 1), g_pre.row(i), g_pre.row(i + 1), g.row(i), flipped, Zero(), w);
   }
-  for (int q = 0; q < 9; ++q) d_taps[q] = acc[q];
-  *d_bias = acc_b;
 }
 
 // Backward pass of one lane group: d x (scattered), and per lane d taps (corners 0 without kCorners) and
@@ -252,7 +265,7 @@ void Backward(const LaneGroup& lanes, const float* upstream, float* d_x, Vec* pa
       for (int t = plan.First(c); t < plan.Last(c) - 1; ++t) lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
     }
     for (int t = plan.Last(c) - 1; t >= plan.First(c); --t) {
-      BlockBackward<kCorners>(state(c, t), state(c, t + 1), g, g_pre, lanes.Taps(t), partial + t * 10, partial + t * 10 + 9, h, w);
+      BlockBackward<kCorners>(state(c, t), state(c, t + 1), g, g_pre, lanes.Taps(t), partial + t * 10, h, w);
     }
   }
   lanes.Scatter(g, d_x);
@@ -338,17 +351,23 @@ class StencilStackGradOp : public StencilOpBase {
       if (corners_) Backward<true>(lanes, up, dx, mine);
       else Backward<false>(lanes, up, dx, mine);
     });
+    // Per block, tap and channel, the lanes' sums added in lane order, whichever thread made them (deterministic).
+    const int64 entries = int64(p.depth) * 10;  // (t, q): q = 0..8 the taps, 9 the offset
+    std::vector<double> sums(entries * p.channels, 0.0);
+    for (int64 group = 0; group < p.groups(); ++group) {
+      const int64 first = group * kLanes, count = std::min<int64>(kLanes, p.lanes() - first);
+      for (int64 e = 0; e < entries; ++e) {
+        float lanes[kLanes];
+        Store(lanes, partial[group * entries + e]);
+        double* sum = sums.data() + e * p.channels;
+        for (int64 k = 0, c = first % p.channels; k < count; ++k, c = (c + 1 == p.channels ? 0 : c + 1)) sum[c] += lanes[k];
+      }
+    }
     float *dk = d_taps->flat<float>().data(), *db = d_offsets->flat<float>().data();
-    std::vector<double> sum(p.channels);
-    for (int t = 0; t < p.depth; ++t) {
-      for (int q = 0; q < 10; ++q) {
-        std::fill(sum.begin(), sum.end(), 0.0);
-        for (int64 lane = 0, c = 0; lane < p.lanes(); ++lane, c = (c + 1 == p.channels ? 0 : c + 1)) {  // c = lane mod C
-          sum[c] += partial[((lane / kLanes) * p.depth + t) * 10 + q][lane % kLanes];
-        }
-        for (int64 c = 0; c < p.channels; ++c) {
-          (q < 9 ? dk[(int64(t) * 9 + q) * p.channels + c] : db[int64(t) * p.channels + c]) = static_cast<float>(sum[c]);
-        }
+    for (int64 e = 0; e < entries; ++e) {
+      const int64 t = e / 10, q = e % 10;
+      for (int64 c = 0; c < p.channels; ++c) {
+        (q < 9 ? dk[(t * 9 + q) * p.channels + c] : db[t * p.channels + c]) = static_cast<float>(sums[e * p.channels + c]);
       }
     }
   }
