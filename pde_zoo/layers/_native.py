@@ -80,8 +80,8 @@ def _library(name, compiler, cache):
     TF version, the compiler and the flags."""
     import tensorflow as tf
 
-    # -fno-math-errno: std::sqrt need not set errno (the ops never read it), so loops with a square root
-    # vectorize (Adam's update); the results are the same IEEE-rounded values.
+    # -fno-math-errno: std::sqrt need not set errno (the ops never read it), so it is one instruction with
+    # no error branch and loops holding it may vectorize; the results are the same IEEE-rounded values.
     flags = ["-shared", "-fPIC", "-O3", "-fno-math-errno", "-w", *KERNELS[name][1], *tf.sysconfig.get_compile_flags()]
     texts = [path.read_text() for path in SOURCES + HEADERS]
     key = hashlib.sha256("\n".join([*texts, tf.__version__, compiler, *flags]).encode()).hexdigest()[:16]
