@@ -5,12 +5,12 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <cmath>
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif

@@ -116,22 +116,26 @@ class ApplyAdamOp : public OpKernel {
     unit_starts.push_back(tasks.size());
     const float alpha = lr * std::sqrt(1.0f - beta2_power) / (1.0f - beta1_power);
     const float keep1 = 1.0f - beta1, keep2 = 1.0f - beta2;
+    // kLanes elements at a time (the same operations, lane by lane, as one element at a time).
+    auto update = [&](float* var, float* m_io, float* v_io, const float* grad) {
+      const Vec g = Load(grad), m = Load(m_io) + (g - Load(m_io)) * keep1, v = Load(v_io) + (g * g - Load(v_io)) * keep2;
+      Store(m_io, m);
+      Store(v_io, v);
+      Store(var, Load(var) - (m * alpha) / (Sqrt(v) + epsilon));
+    };
     ParallelTasks(ctx, threads_, static_cast<int64>(unit_starts.size()) - 1, [&](int64 unit) {
       for (size_t k = unit_starts[unit]; k < unit_starts[unit + 1]; ++k) {
         const Task& t = tasks[k];
         int64 e = 0;
-        for (; e + kLanes <= t.size; e += kLanes) {  // kLanes elements at a time: the same operations, lane by lane
-          const Vec g = Load(t.grad + e), m = Load(t.m + e) + (g - Load(t.m + e)) * keep1;
-          const Vec v = Load(t.v + e) + (g * g - Load(t.v + e)) * keep2;
-          Store(t.m + e, m);
-          Store(t.v + e, v);
-          Store(t.var + e, Load(t.var + e) - (m * alpha) / (Sqrt(v) + epsilon));
-        }
-        for (; e < t.size; ++e) {
-          const float g = t.grad[e], m = t.m[e] + (g - t.m[e]) * keep1, v = t.v[e] + (g * g - t.v[e]) * keep2;
-          t.m[e] = m;
-          t.v[e] = v;
-          t.var[e] -= (m * alpha) / (std::sqrt(v) + epsilon);
+        for (; e + kLanes <= t.size; e += kLanes) update(t.var + e, t.m + e, t.v + e, t.grad + e);
+        if (e < t.size) {  // the last size mod kLanes elements, through zero-padded copies
+          const int64 rest = t.size - e;
+          float tail[3][kLanes] = {}, grad[kLanes] = {};  // var, m, v; the gradient
+          float* parts[3] = {t.var + e, t.m + e, t.v + e};
+          for (int i = 0; i < 3; ++i) std::copy_n(parts[i], rest, tail[i]);
+          std::copy_n(t.grad + e, rest, grad);
+          update(tail[0], tail[1], tail[2], grad);
+          for (int i = 0; i < 3; ++i) std::copy_n(tail[i], rest, parts[i]);
         }
       }
     });
