@@ -115,21 +115,23 @@ def test_op_rejects_mismatched_shapes():
 
 
 @pytest.mark.parametrize("corners", [False, True])
-def test_a_stack_split_into_segments_equals_the_standard_ops(corners):
+@pytest.mark.parametrize("height, width, depth", [(28, 28, 60), (5, 80, 7)])
+def test_a_stack_split_into_segments_equals_the_standard_ops(corners, height, width, depth):
     """60 blocks of 28x28 (~3.6 MB of states per lane group with AVX-512, ~0.9 MB with SSE: more than the
-    backward op's cache budget, so it keeps checkpoints and recomputes segments), and 7 x 3 = 21 lanes
-    (a padded lane group): values and gradients equal the standard TF ops'."""
+    backward op's cache budget, so it keeps checkpoints and recomputes segments; several blocks per sweep, and a
+    last wavefront shorter than the others), 7 blocks of 5x80 (a wavefront over few, wide rows), and 7 x 3 = 21
+    lanes (a padded lane group): values and gradients equal the standard TF ops'."""
     from pde_zoo.layers._tf_stencil import stencil_stack
 
     if _native.stencil_ops() is None:
         pytest.skip("no C++ compiler here: the native op is not built")
     rng = np.random.default_rng(2)
     cross = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]], "float32")[None, :, :, None]
-    taps = np.where(cross > 0, 0.1, 0.02) + rng.normal(scale=0.03, size=(60, 3, 3, 3))  # sums ~1: the states neither die nor blow up
+    taps = np.where(cross > 0, 0.1, 0.02) + rng.normal(scale=0.03, size=(depth, 3, 3, 3))  # sums ~1: the states neither die nor blow up
     taps[:, 1, 1] += 0.5
     taps = taps.astype("float32") * (1 if corners else cross)
-    inputs = [tf.constant(rng.random((7, 28, 28, 3), dtype=np.float32)), tf.constant(taps),
-              tf.constant(rng.normal(scale=0.01, size=(60, 3)).astype("float32"))]
+    inputs = [tf.constant(rng.random((7, height, width, 3), dtype=np.float32)), tf.constant(taps),
+              tf.constant(rng.normal(scale=0.01, size=(depth, 3)).astype("float32"))]
     results = []
     for native in (True, False):
         with tf.GradientTape() as tape:

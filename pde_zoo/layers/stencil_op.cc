@@ -14,6 +14,8 @@
 // backward pass (20 MB per batch of 128 at D = 50) cost ~3x the arithmetic. Keeping all of a lane
 // group's states (~3 MB at D = 50 on 28x28 with AVX-512) overflows a core's L2 cache too, so the
 // backward pass keeps every S-th state and recomputes the others one segment at a time (`Checkpoints`).
+// Both ops run several blocks per sweep down the rows (`LaneGroup::Wavefront`, `WavefrontBackward`) where a
+// state is larger than the L1 cache, so a block reads the rows the block before it has just written from L1.
 //
 // Built and loaded by pde_zoo/layers/_native.py; used by _tf_stencil.py.
 #include <algorithm>
@@ -36,16 +38,29 @@ inline Vec Zero() { return Vec{}; }
 
 // One lane group's image with a one-pixel zero border, in caller-owned storage of Size(h, w)
 // vectors: every stencil read of an interior pixel is in bounds, so the loops have no edge cases.
+// A ring grid (RingSize) keeps only the last kRingRows rows written, row i in slot (i + 1) mod kRingRows: all
+// that the next block of a `Wavefront` reads of it.
 class Grid {
  public:
+  static constexpr int kRingRows = 3;
   static int64 Size(int h, int w) { return int64(h + 2) * (w + 2); }
-  Grid(Vec* data, int h, int w) : data_(data), h_(h), w_(w) {}
+  static int64 RingSize(int w) { return int64(kRingRows) * (w + 2); }
+  Grid(Vec* data, int h, int w, bool ring = false) : data_(data), h_(h), w_(w), ring_(ring) {}
   int64 stride() const { return w_ + 2; }
-  Vec* row(int i) const { return data_ + (i + 1) * stride() + 1; }  // pixel (i, 0); i, j may be -1 or h, w
+  bool ring() const { return ring_; }
+  // Pixel (i, 0); i, j may be -1 or h, w.
+  Vec* row(int i) const { return data_ + (ring_ ? (i + 1) % kRingRows : i + 1) * stride() + 1; }
+  // Borders zeroed; a ring is zeroed whole (its border columns are never written).
   void ZeroBorder() const {
+    if (ring_) {
+      std::fill_n(data_, RingSize(w_), Zero());
+      return;
+    }
     for (int j = -1; j <= w_; ++j) row(-1)[j] = row(h_)[j] = Zero();
     for (int i = 0; i < h_; ++i) row(i)[-1] = row(i)[w_] = Zero();
   }
+  // Row i's interior <- 0 (a ring's rows -1 and h are the image's zero border, written when a wavefront needs them).
+  void ZeroRow(int i) const { std::fill_n(row(i), w_, Zero()); }
   // Interior <- the pixels of `lanes` (their NHWC offsets base[0..count), pixel p at base + p * stride);
   // lanes count..kLanes - 1 are zero. Lane by lane, as scalars written straight into the grid's vectors
   // (a vector type aliases its element type): assembling each vector in a stack array and loading it made
@@ -77,6 +92,7 @@ class Grid {
  private:
   Vec* data_;
   int h_, w_;
+  bool ring_;
 };
 
 // A thread's scratch space, kept between calls so its pages are touched once, not per step.
@@ -104,11 +120,10 @@ inline void CorrelateRow(const Vec* up, const Vec* c, const Vec* dn, Vec* o, con
   }
 }
 
-// out = act(bias + taps ⋆ in) on the interior (`CorrelateRow` row by row).
-template <bool kRelu, bool kCorners>
-void Correlate(const Grid& in, const Grid& out, const Vec* taps, Vec bias, int h, int w) {
-  for (int i = 0; i < h; ++i) CorrelateRow<kRelu, kCorners>(in.row(i - 1), in.row(i), in.row(i + 1), out.row(i), taps, bias, w);
-}
+constexpr int kMaxWave = 16;  // blocks per wavefront at most (`WaveDepth`)
+// Rows in flight per block of a backward wavefront: its masked gradient's 3-row ring, three rows of the state
+// before it, one of the state after it, one of g read and the one written.
+constexpr int kBackwardRows = 8;
 
 struct Problem {  // one call's tensors and sizes
   const float* x;        // (N, H, W, C)
@@ -147,12 +162,75 @@ struct LaneGroup {
   Vec Offset(int t) const { return taps[int64(p.depth) * 9 + t]; }
   void Gather(const Grid& grid, const float* src) const { grid.Gather(src, base, count, p.channels); }
   void Scatter(const Grid& grid, float* dst) const { grid.Scatter(dst, base, count, p.channels); }
-  // Block t: state t -> state t + 1 (state 0 = x, state D = the output).
+  // Blocks [first, last) (block t: state t -> state t + 1; state 0 = x, state D = the output) as wavefronts
+  // (`Wavefront`) of at most `wave` blocks, each ending at the last kept state it reaches: `kept(t)` is the grid
+  // that keeps state t, or nullptr (then it lives in one of `rings`). States `first` and `last` are kept, and
+  // one within every `wave` blocks.
+  template <bool kCorners, typename Kept>
+  void Run(int first, int last, Kept kept, const Grid* rings, int wave) const {
+    const Grid* states[kMaxWave + 1];
+    for (int a = first; a < last;) {
+      int b = std::min(a + wave, last);
+      while (!kept(b)) --b;
+      states[0] = kept(a);
+      for (int t = a + 1; t <= b; ++t) {
+        states[t - a] = kept(t);
+        if (!states[t - a]) {
+          states[t - a] = &rings[t - a - 1];
+          rings[t - a - 1].ZeroRow(-1);
+        }
+      }
+      Wavefront<kCorners>(a, states, b - a);
+      a = b;
+    }
+  }
+
+  // Blocks t0 .. t0 + K - 1 from states[0] to states[K] in one sweep down the rows: at step r block k writes its
+  // row r - k, just after block k - 1 wrote row r - k + 1, the last of the rows it reads. Each block reads rows
+  // written a moment before, from L1, not a whole state from L2 (block by block, every sweep streamed two 28x28
+  // grids of 57.6 KB through L2 with AVX-512), and the states between may be 3-row rings: when a ring reaches
+  // row h (the zero border below the image) it is zeroed.
   template <bool kCorners>
-  void Block(int t, const Grid& in, const Grid& out) const {
-    Correlate<true, kCorners>(in, out, Taps(t), Offset(t), p.h, p.w);
+  void Wavefront(int t0, const Grid* const* states, int blocks) const {
+    for (int r = 0; r < p.h + blocks; ++r) {
+      for (int k = std::max(0, r - p.h); k < std::min(blocks, r + 1); ++k) {
+        const int i = r - k;
+        const Grid &in = *states[k], &out = *states[k + 1];
+        if (i < p.h) {
+          CorrelateRow<true, kCorners>(in.row(i - 1), in.row(i), in.row(i + 1), out.row(i), Taps(t0 + k), Offset(t0 + k), p.w);
+        } else if (out.ring()) {
+          out.ZeroRow(i);
+        }
+      }
+    }
   }
 };
+
+// Blocks per wavefront (`LaneGroup::Run`, `WavefrontBackward`) for images of width w, each block keeping
+// `rows` rows of width w + 2 in L1: as many as fill two thirds of the L1 data cache (the rest holds the taps and
+// the rows streamed in and out), at most kMaxWave; 1 (block by block) where a whole state fits there anyway.
+// Measured on pde2-50's stack (28x28, 1 thread, Intel Xeon with AVX-512 and 48 KiB of L1): forward
+// 3-row rings, best at 4-5 blocks (0.92 -> 0.84 ms), backward ~8 rows per block, best at 2 (3.3 -> 3.0 ms),
+// both worse with more; with AVX2's 8 lanes (a state of 28.8 KiB) no depth gained.
+int WaveDepth(int h, int w, int rows) {
+  static const int64 budget = [] {
+    const long l1 = sysconf(_SC_LEVEL1_DCACHE_SIZE);
+    return (l1 > 0 ? int64(l1) : int64(32) << 10) * 2 / 3;
+  }();
+  const int64 row_bytes = int64(w + 2) * sizeof(Vec);
+  if (Grid::Size(h, w) * int64(sizeof(Vec)) <= budget) return 1;
+  return static_cast<int>(std::clamp<int64>(budget / (rows * row_bytes), 1, kMaxWave));
+}
+
+// `count` 3-row rings over consecutive storage, zeroed.
+std::vector<Grid> Rings(Vec* storage, int count, int h, int w) {
+  std::vector<Grid> rings;
+  for (int n = 0; n < count; ++n) {
+    rings.emplace_back(storage + n * Grid::RingSize(w), h, w, true);
+    rings.back().ZeroBorder();
+  }
+  return rings;
+}
 
 // `count` grids over consecutive storage, their borders zeroed.
 std::vector<Grid> Grids(Vec* storage, int count, int h, int w) {
@@ -166,7 +244,7 @@ std::vector<Grid> Grids(Vec* storage, int count, int h, int w) {
 
 // The states a lane group's backward pass keeps: every `segment`-th state (checkpoints 0, S, 2S, ..., and D)
 // and the states inside one segment. S is the largest segment whose grids (C + 1 checkpoints, S - 1 inner
-// states, 2 for the gradient) fit in `budget` bytes, so the backward sweep reads its states from the core's
+// states, the gradient and a spare) fit in `budget` bytes, so the backward sweep reads its states from the core's
 // own cache, not from L3 or memory, at the price of computing the blocks of all but the last segment twice;
 // S = D keeps every state. Where no segment fits, the fewest grids.
 struct Checkpoints {
@@ -183,7 +261,7 @@ struct Checkpoints {
     }
     count = (depth + segment - 1) / segment;
   }
-  int grids() const { return count + segment + 2; }  // C + 1 checkpoints, S - 1 inner states, 2 gradient grids
+  int grids() const { return count + segment + 2; }  // C + 1 checkpoints, S - 1 inner states, gradient, spare
   int First(int c) const { return c * segment; }
   int Last(int c) const { return std::min(First(c) + segment, depth); }
 };
@@ -219,24 +297,36 @@ inline void MaskedGradientRow(const Vec* o, const Vec* gi, const Vec* up, const 
   std::copy_n(s, 10, sums);
 }
 
-// One block's backward step, in one sweep over the rows: with g = d loss / d (state t + 1) on entry,
+// Blocks t_hi, t_hi - 1, ..., t_hi - K + 1 backward, in one sweep down the rows. Block t's step, with
+// g = d loss / d (state t + 1) on entry:
 //     g_pre = g [state t + 1 > 0]  (ReLU'),   d taps[q] += sum g_pre * state t [. + offset_q],   d bias += sum g_pre,
-// and g <- d loss / d (state t) = correlation of g_pre with the point-reflected taps (the stencil's
-// transpose). Row i of the new g needs rows i - 1..i + 1 of g_pre, so g_pre runs one row ahead and g is
-// overwritten in place one row behind (row i + 1 of the old g is read before row i is written).
-// `sums` (10 vectors: the 9 taps, then the bias) receives this block's weight gradients.
-template <bool kCorners>
-void BlockBackward(const Grid& in, const Grid& out, const Grid& g, const Grid& g_pre, const Vec* taps, Vec* sums, int h, int w) {
-  Vec flipped[9];
-  for (int q = 0; q < 9; ++q) flipped[q] = taps[8 - q];
-  std::fill_n(sums, 10, Zero());
-  auto pre_row = [&](int i) {
-    MaskedGradientRow<kCorners>(out.row(i), g.row(i), in.row(i - 1), in.row(i), in.row(i + 1), g_pre.row(i), sums, w);
-  };
-  pre_row(0);
-  for (int i = 0; i < h; ++i) {
-    if (i + 1 < h) pre_row(i + 1);
-    CorrelateRow<false, kCorners>(g_pre.row(i - 1), g_pre.row(i), g_pre.row(i + 1), g.row(i), flipped, Zero(), w);
+// and g <- d loss / d (state t) = correlation of g_pre with the point-reflected taps (the stencil's transpose).
+// Row i of the new g needs rows i - 1..i + 1 of g_pre, so g_pre runs one row ahead (in its own 3-row ring,
+// rings[k]) and g is overwritten in place one row behind. Block k of the sweep runs one row behind block k - 1:
+// the row of g it masks next is the one block k - 1 has just written, and the rows of g it overwrites are ones
+// block k - 1 has read for the last time; the states' rows, read by two neighbouring blocks, are read the
+// second time from L1. `state(t)` is the grid of state t; block t's weight gradients go to
+// sums[t * 10 + q] (q = 0..8 the taps, 9 the bias).
+template <bool kCorners, typename State>
+void WavefrontBackward(const LaneGroup& lanes, int t_hi, int blocks, State state, const Grid& g, const Grid* rings, Vec* sums) {
+  const int h = lanes.p.h, w = lanes.p.w;
+  Vec flipped[kMaxWave][9];
+  for (int k = 0; k < blocks; ++k) {
+    for (int q = 0; q < 9; ++q) flipped[k][q] = lanes.Taps(t_hi - k)[8 - q];
+    std::fill_n(sums + (t_hi - k) * 10, 10, Zero());
+    rings[k].ZeroRow(-1);
+  }
+  for (int r = -1; r < h + blocks - 1; ++r) {
+    for (int k = std::max(0, r - h + 1); k < std::min(blocks, r + 2); ++k) {
+      const int i = r - k, t = t_hi - k;  // block t: masks row i + 1, writes row i of the new g
+      const Grid &in = state(t), &out = state(t + 1), &g_pre = rings[k];
+      if (i + 1 < h) {
+        MaskedGradientRow<kCorners>(out.row(i + 1), g.row(i + 1), in.row(i), in.row(i + 1), in.row(i + 2), g_pre.row(i + 1), sums + t * 10, w);
+      } else {
+        g_pre.ZeroRow(h);  // the zero border below the image
+      }
+      if (i >= 0) CorrelateRow<false, kCorners>(g_pre.row(i - 1), g_pre.row(i), g_pre.row(i + 1), g.row(i), flipped[k], Zero(), w);
+    }
   }
 }
 
@@ -249,23 +339,32 @@ void Backward(const LaneGroup& lanes, const float* upstream, float* d_x, Vec* pa
   const Problem& p = lanes.p;
   const int h = p.h, w = p.w;
   const Checkpoints plan(p.depth, Grid::Size(h, w) * int64(sizeof(Vec)), CacheBudget());
-  const std::vector<Grid> grids = Grids(Scratch(plan.grids() * Grid::Size(h, w)), plan.grids(), h, w);
+  const int wave = WaveDepth(h, w, Grid::kRingRows), backward_wave = WaveDepth(h, w, kBackwardRows);
+  Vec* scratch = Scratch(plan.grids() * Grid::Size(h, w) + std::max(wave, backward_wave) * Grid::RingSize(w));
+  const std::vector<Grid> grids = Grids(scratch, plan.grids(), h, w);
+  const std::vector<Grid> rings = Rings(scratch + plan.grids() * Grid::Size(h, w), std::max(wave, backward_wave), h, w);
   const Grid& g = grids[plan.count + plan.segment];  // d loss / d state
-  const Grid& g_pre = grids[plan.count + plan.segment + 1];
+  const Grid& spare = grids[plan.count + plan.segment + 1];
   auto state = [&](int c, int k) -> const Grid& {  // state k of segment c: a checkpoint, or an inner state
     return k == plan.First(c) ? grids[c] : k == plan.Last(c) ? grids[c + 1] : grids[plan.count + k - plan.First(c)];
   };
+  // The forward sweep keeps the checkpoints and the last segment's inner states; in the other segments every
+  // wave-th state goes to g or the spare grid in turn (g is free until the backward sweep), the rest to rings.
   lanes.Gather(grids[0], p.x);
-  for (int c = 0; c < plan.count; ++c) {
-    for (int t = plan.First(c); t < plan.Last(c); ++t) lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
-  }
+  const int last = plan.count - 1;
+  lanes.Run<kCorners>(0, p.depth, [&](int t) -> const Grid* {
+    const int c = std::min(t / plan.segment, last), k = t - plan.First(c);
+    if (k == 0 || c == last) return &state(c, t);
+    return k % wave ? nullptr : (k / wave) % 2 ? &g : &spare;
+  }, rings.data(), wave);
   lanes.Gather(g, upstream);
-  for (int c = plan.count - 1; c >= 0; --c) {
-    if (c < plan.count - 1) {  // the last segment's inner states are still there from the forward sweep
-      for (int t = plan.First(c); t < plan.Last(c) - 1; ++t) lanes.Block<kCorners>(t, state(c, t), state(c, t + 1));
+  for (int c = last; c >= 0; --c) {
+    if (c < last) {  // the last segment's inner states are still there from the forward sweep
+      lanes.Run<kCorners>(plan.First(c), plan.Last(c) - 1, [&](int t) { return &state(c, t); }, rings.data(), wave);
     }
-    for (int t = plan.Last(c) - 1; t >= plan.First(c); --t) {
-      BlockBackward<kCorners>(state(c, t), state(c, t + 1), g, g_pre, lanes.Taps(t), partial + t * 10, h, w);
+    for (int t = plan.Last(c) - 1; t >= plan.First(c); t -= backward_wave) {
+      const int blocks = std::min(backward_wave, t - plan.First(c) + 1);
+      WavefrontBackward<kCorners>(lanes, t, blocks, [&](int k) -> const Grid& { return state(c, k); }, g, rings.data(), partial);
     }
   }
   lanes.Scatter(g, d_x);
@@ -319,13 +418,18 @@ class StencilStackOp : public StencilOpBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &output));
     float* y = output->flat<float>().data();
     ForEachLaneGroup(ctx, p, [&](int64, const LaneGroup& lanes) {
-      const std::vector<Grid> grids = Grids(Scratch(2 * Grid::Size(p.h, p.w)), 2, p.h, p.w);  // states t, t + 1 in turn
+      // Every wave-th state in the two grids in turn, the others in rings.
+      const int wave = WaveDepth(p.h, p.w, Grid::kRingRows);
+      Vec* scratch = Scratch(2 * Grid::Size(p.h, p.w) + (wave - 1) * Grid::RingSize(p.w));
+      const std::vector<Grid> grids = Grids(scratch, 2, p.h, p.w);
+      const std::vector<Grid> rings = Rings(scratch + 2 * Grid::Size(p.h, p.w), wave - 1, p.h, p.w);
+      auto kept = [&](int t) -> const Grid* {
+        return t % wave == 0 || t == p.depth ? &grids[((t + wave - 1) / wave) % 2] : nullptr;
+      };
       lanes.Gather(grids[0], p.x);
-      for (int t = 0; t < p.depth; ++t) {
-        if (corners_) lanes.Block<true>(t, grids[t % 2], grids[(t + 1) % 2]);
-        else lanes.Block<false>(t, grids[t % 2], grids[(t + 1) % 2]);
-      }
-      lanes.Scatter(grids[p.depth % 2], y);
+      if (corners_) lanes.Run<true>(0, p.depth, kept, rings.data(), wave);
+      else lanes.Run<false>(0, p.depth, kept, rings.data(), wave);
+      lanes.Scatter(*kept(p.depth), y);
     });
   }
 };
