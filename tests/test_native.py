@@ -1,5 +1,6 @@
 """The C++ ops' build and fallback, and the SavedModel export that must not need them."""
 
+import os
 import warnings
 
 import numpy as np
@@ -33,6 +34,16 @@ def test_unbuildable_op_warns_once_and_falls_back(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert _native.stencil_ops.__wrapped__() is None
+
+
+def test_the_ops_load_wherever_a_compiler_is_found():
+    """The other tests here skip where the ops are unavailable; with a compiler at hand that would hide a
+    source that no longer builds or loads, so here it fails."""
+    if _native._compiler() is None or os.environ.get("PDE_ZOO_NATIVE") == "0":
+        pytest.skip("no C++ compiler here, or the C++ ops switched off")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the fallback's warning names the build or load error
+        assert _native.stencil_ops.__wrapped__() is not None
 
 
 def _traced_op_types(model, training):
@@ -103,15 +114,18 @@ def test_op_rejects_mismatched_shapes():
     if ops is None:
         pytest.skip("no C++ compiler here: the native op is not built")
     x, taps, offsets = tf.zeros([3, 4, 4, 2]), tf.zeros([2, 9, 2]), tf.zeros([2, 2])
-    assert ops.pde_zoo_stencil_stack(x, taps, offsets).shape == (3, 4, 4, 2)
+    assert ops.pde_zoo_stencil_stack(x, taps, offsets)[0].shape == (3, 4, 4, 2)
     with pytest.raises(tf.errors.InvalidArgumentError, match="channel or block counts"):
         ops.pde_zoo_stencil_stack(x, tf.zeros([2, 9, 3]), offsets)
     with pytest.raises(tf.errors.InvalidArgumentError, match="channel or block counts"):
         ops.pde_zoo_stencil_stack(x, taps, tf.zeros([3, 2]))
     with pytest.raises(tf.errors.InvalidArgumentError, match="taps \\(D, 9, C\\)"):
         ops.pde_zoo_stencil_stack(x, tf.zeros([2, 8, 2]), offsets)
+    none = tf.zeros([0, 0, 0])
     with pytest.raises(tf.errors.InvalidArgumentError, match="upstream"):
-        ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([3, 4, 5, 2]))
+        ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([3, 4, 5, 2]), none)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="checkpoints has shape \\[1,2,3\\]"):
+        ops.pde_zoo_stencil_stack_grad(x, taps, offsets, tf.zeros([3, 4, 4, 2]), tf.zeros([1, 2, 3]))
 
 
 @pytest.mark.parametrize("corners", [False, True])
@@ -144,6 +158,27 @@ def test_a_stack_split_into_segments_equals_the_standard_ops(corners, height, wi
     for a, b in zip(*results):
         scale = float(tf.reduce_max(tf.abs(b)))
         assert scale > 0 and float(tf.reduce_max(tf.abs(a - b))) <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("height, width, depth", [(28, 28, 60), (5, 80, 7), (6, 6, 1)])
+def test_the_backward_op_gives_the_same_gradients_with_or_without_the_forward_ops_checkpoints(height, width, depth):
+    """Training steps hand the forward op's checkpoints (every S-th state) to the backward op; without them
+    (`tf.gradients` outside a tape) it makes them itself. Same sums in the same order: bit-identical."""
+    ops = _native.stencil_ops()
+    if ops is None:
+        pytest.skip("no C++ compiler here: the native op is not built")
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.random((5, height, width, 3), dtype=np.float32))
+    taps = tf.constant((0.2 + rng.normal(scale=0.1, size=(depth, 9, 3))).astype("float32"))
+    offsets = tf.constant(rng.normal(scale=0.01, size=(depth, 3)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(5, height, width, 3)).astype("float32"))
+    y, checkpoints = ops.pde_zoo_stencil_stack(x, taps, offsets, keep_checkpoints=True)
+    y_alone, none = ops.pde_zoo_stencil_stack(x, taps, offsets)
+    assert none.shape == (0, 0, 0) and checkpoints.shape[0] == 1 and np.array_equal(y, y_alone)  # 15 lanes: one group
+    given = ops.pde_zoo_stencil_stack_grad(x, taps, offsets, upstream, checkpoints)
+    made = ops.pde_zoo_stencil_stack_grad(x, taps, offsets, upstream, none)
+    for a, b in zip(given, made):
+        assert np.abs(b.numpy()).max() > 0 and np.array_equal(a.numpy(), b.numpy())
 
 
 AVX512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl", "avx2", "fma", "sse2"}

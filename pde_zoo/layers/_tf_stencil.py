@@ -104,21 +104,34 @@ def stencil_stack(inputs, taps, offsets=None, five_point=False, chains=None, nat
 
 
 def _native_stack(native, inputs, taps, offsets, five_point):
-    """`stencil_stack` with the C++ ops (NHWC in and out; the op groups images x channels into SIMD lanes)."""
+    """`stencil_stack` with the C++ ops (NHWC in and out; the op groups images x channels into SIMD lanes).
+
+    Where a gradient tape records (a training step), the forward op also saves every S-th state for the
+    backward op, which then recomputes only the states between them; otherwise (inference, or
+    `tf.gradients` without a tape) it saves none and the backward op runs the blocks forward once more.
+    """
     attrs = {"threads": worker_threads(), "corners": not five_point}
+    keep_checkpoints = _gradient_may_be_taken()
 
     @tf.custom_gradient
     def run(inputs, taps, offsets):
         flat_taps = tf.reshape(taps, [taps.shape[0], 9, -1])
-        outputs = native.pde_zoo_stencil_stack(inputs, flat_taps, offsets, **attrs)
+        outputs, checkpoints = native.pde_zoo_stencil_stack(inputs, flat_taps, offsets, keep_checkpoints=keep_checkpoints, **attrs)
 
-        def grad(upstream):  # the op recomputes the states it needs (cheaper than keeping them)
-            d_x, d_taps, d_offsets = native.pde_zoo_stencil_stack_grad(inputs, flat_taps, offsets, upstream, **attrs)
+        def grad(upstream):
+            d_x, d_taps, d_offsets = native.pde_zoo_stencil_stack_grad(inputs, flat_taps, offsets, upstream, checkpoints, **attrs)
             return d_x, tf.reshape(d_taps, tf.shape(taps)), d_offsets
 
         return outputs, grad
 
     return run(inputs, taps, offsets)
+
+
+def _gradient_may_be_taken():
+    """Whether a gradient tape records the ops made now."""
+    from tensorflow.python.eager import record  # TF-internal; no public equivalent
+
+    return record.could_possibly_record()
 
 
 def system_stack(native, inputs, taps, mixing, bias):

@@ -9,11 +9,12 @@
 // back. The ops read and write NHWC themselves: transposing to and from a lane-major tensor in TF ops
 // cost more per step than the gathers here.
 //
-// The forward op returns s_{D-1} only. The backward op recomputes the states of a lane group in a
-// thread-local buffer and walks back through the blocks: writing all states out as a tensor for the
-// backward pass (20 MB per batch of 128 at D = 50) cost ~3x the arithmetic. Keeping all of a lane
-// group's states (~3 MB at D = 50 on 28x28 with AVX-512) overflows a core's L2 cache too, so the
-// backward pass keeps every S-th state and recomputes the others one segment at a time (`Checkpoints`).
+// The forward op returns s_{D-1}, and in training steps (`keep_checkpoints`) every S-th state as well, in
+// its lane groups' own layout. The backward op recomputes the other states of a lane group in a thread-local
+// buffer, one segment at a time (`Checkpoints`), and walks back through the blocks: writing all states out
+// (20 MB per batch of 128 at D = 50) cost ~3x the arithmetic, and all of a lane group's states (~3 MB at
+// D = 50 on 28x28 with AVX-512) overflow a core's L2 cache. Given no checkpoints, it first runs the blocks
+// forward again to make them.
 // Both ops run several blocks per sweep down the rows (`LaneGroup::Wavefront`, `WavefrontBackward`) where a
 // state is larger than the L1 cache, so a block reads the rows the block before it has just written from L1.
 //
@@ -276,6 +277,9 @@ int64 CacheBudget() {
   return budget;
 }
 
+// The checkpoints of a problem's backward pass (the same in both ops).
+Checkpoints CheckpointPlan(const Problem& p) { return Checkpoints(p.depth, Grid::Size(p.h, p.w) * int64(sizeof(Vec)), CacheBudget()); }
+
 // One row of a block's masked gradient: g_pre = g [state t + 1 > 0] (ReLU') on row i, written to `gp_row`, and
 // its sums into the weight gradients, sums[q] += g_pre * state t [. + offset_q] (q = 0..8, the 3x3 taps) and
 // sums[9] += g_pre (the bias). The sums are kept in registers for the row (the stores to `gp_row` may alias
@@ -331,35 +335,41 @@ void WavefrontBackward(const LaneGroup& lanes, int t_hi, int blocks, State state
 }
 
 // Backward pass of one lane group: d x (scattered), and per lane d taps (corners 0 without kCorners) and
-// d offsets, into partial[(t * 10 + q)] (q = 9: the offset). The states come from recomputing the forward
-// pass (cheaper than writing them all out in the forward op), kept at the `Checkpoints` and recomputed
-// segment by segment, last segment first.
+// d offsets, into partial[(t * 10 + q)] (q = 9: the offset). The states between the `Checkpoints` are
+// recomputed segment by segment, last segment first; the checkpoints (states S, 2S, ..., D) are `saved` by the
+// forward op, or where it saved none (nullptr), made by running the blocks forward first.
 template <bool kCorners>
-void Backward(const LaneGroup& lanes, const float* upstream, float* d_x, Vec* partial) {
+void Backward(const LaneGroup& lanes, const float* upstream, float* d_x, Vec* partial, Vec* saved) {
   const Problem& p = lanes.p;
   const int h = p.h, w = p.w;
-  const Checkpoints plan(p.depth, Grid::Size(h, w) * int64(sizeof(Vec)), CacheBudget());
+  const Checkpoints plan = CheckpointPlan(p);
   const int wave = WaveDepth(h, w, Grid::kRingRows), backward_wave = WaveDepth(h, w, kBackwardRows);
   Vec* scratch = Scratch(plan.grids() * Grid::Size(h, w) + std::max(wave, backward_wave) * Grid::RingSize(w));
   const std::vector<Grid> grids = Grids(scratch, plan.grids(), h, w);
   const std::vector<Grid> rings = Rings(scratch + plan.grids() * Grid::Size(h, w), std::max(wave, backward_wave), h, w);
   const Grid& g = grids[plan.count + plan.segment];  // d loss / d state
   const Grid& spare = grids[plan.count + plan.segment + 1];
+  std::vector<Grid> checkpoints(grids.begin(), grids.begin() + plan.count + 1);  // states 0, S, 2S, ..., D
+  if (saved) {
+    for (int c = 1; c <= plan.count; ++c) checkpoints[c] = Grid(saved + (c - 1) * Grid::Size(h, w), h, w);
+  }
   auto state = [&](int c, int k) -> const Grid& {  // state k of segment c: a checkpoint, or an inner state
-    return k == plan.First(c) ? grids[c] : k == plan.Last(c) ? grids[c + 1] : grids[plan.count + k - plan.First(c)];
+    return k == plan.First(c) ? checkpoints[c] : k == plan.Last(c) ? checkpoints[c + 1] : grids[plan.count + k - plan.First(c)];
   };
   // The forward sweep keeps the checkpoints and the last segment's inner states; in the other segments every
   // wave-th state goes to g or the spare grid in turn (g is free until the backward sweep), the rest to rings.
   lanes.Gather(grids[0], p.x);
   const int last = plan.count - 1;
-  lanes.Run<kCorners>(0, p.depth, [&](int t) -> const Grid* {
-    const int c = std::min(t / plan.segment, last), k = t - plan.First(c);
-    if (k == 0 || c == last) return &state(c, t);
-    return k % wave ? nullptr : (k / wave) % 2 ? &g : &spare;
-  }, rings.data(), wave);
+  if (!saved) {  // checkpoints, and the last segment's inner states, from the blocks run forward
+    lanes.Run<kCorners>(0, p.depth, [&](int t) -> const Grid* {
+      const int c = std::min(t / plan.segment, last), k = t - plan.First(c);
+      if (k == 0 || c == last) return &state(c, t);
+      return k % wave ? nullptr : (k / wave) % 2 ? &g : &spare;
+    }, rings.data(), wave);
+  }
   lanes.Gather(g, upstream);
   for (int c = last; c >= 0; --c) {
-    if (c < last) {  // the last segment's inner states are still there from the forward sweep
+    if (c < last || saved) {  // without saved checkpoints, the last segment's inner states are left from the forward sweep
       lanes.Run<kCorners>(plan.First(c), plan.Last(c) - 1, [&](int t) { return &state(c, t); }, rings.data(), wave);
     }
     for (int t = plan.Last(c) - 1; t >= plan.First(c); t -= backward_wave) {
@@ -409,21 +419,37 @@ class StencilOpBase : public ThreadsCornersOp {
   }
 };
 
+// The checkpoints the forward op saves for the backward op: per lane group, states S, 2S, ..., D as bordered
+// grids of kLanes-float vectors, (groups, C, Grid::Size * kLanes) floats.
+::tensorflow::TensorShape CheckpointShape(const Problem& p, const Checkpoints& plan) {
+  return ::tensorflow::TensorShape({p.groups(), plan.count, Grid::Size(p.h, p.w) * kLanes});
+}
+
 class StencilStackOp : public StencilOpBase {
  public:
-  using StencilOpBase::StencilOpBase;
+  explicit StencilStackOp(OpKernelConstruction* ctx) : StencilOpBase(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("keep_checkpoints", &keep_checkpoints_));
+  }
 
   void Run(OpKernelContext* ctx, const Problem& p) override {
-    Tensor* output = nullptr;
+    Tensor *output = nullptr, *saved = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &output));
+    const Checkpoints plan = CheckpointPlan(p);
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(1, keep_checkpoints_ ? CheckpointShape(p, plan) : ::tensorflow::TensorShape({0, 0, 0}), &saved));
     float* y = output->flat<float>().data();
-    ForEachLaneGroup(ctx, p, [&](int64, const LaneGroup& lanes) {
-      // Every wave-th state in the two grids in turn, the others in rings.
+    ForEachLaneGroup(ctx, p, [&](int64 group, const LaneGroup& lanes) {
+      // Every wave-th state in the two grids in turn, the others in rings; the checkpoints in `saved`.
       const int wave = WaveDepth(p.h, p.w, Grid::kRingRows);
       Vec* scratch = Scratch(2 * Grid::Size(p.h, p.w) + (wave - 1) * Grid::RingSize(p.w));
       const std::vector<Grid> grids = Grids(scratch, 2, p.h, p.w);
       const std::vector<Grid> rings = Rings(scratch + 2 * Grid::Size(p.h, p.w), wave - 1, p.h, p.w);
+      std::vector<Grid> checkpoints;  // states S, 2S, ..., D
+      if (keep_checkpoints_) {
+        checkpoints = Grids(reinterpret_cast<Vec*>(saved->flat<float>().data()) + group * plan.count * Grid::Size(p.h, p.w),
+                            plan.count, p.h, p.w);
+      }
       auto kept = [&](int t) -> const Grid* {
+        if (keep_checkpoints_ && t > 0 && (t % plan.segment == 0 || t == p.depth)) return &checkpoints[(t - 1) / plan.segment];
         return t % wave == 0 || t == p.depth ? &grids[((t + wave - 1) / wave) % 2] : nullptr;
       };
       lanes.Gather(grids[0], p.x);
@@ -432,6 +458,9 @@ class StencilStackOp : public StencilOpBase {
       lanes.Scatter(*kept(p.depth), y);
     });
   }
+
+ private:
+  bool keep_checkpoints_;
 };
 
 class StencilStackGradOp : public StencilOpBase {
@@ -446,14 +475,21 @@ class StencilStackGradOp : public StencilOpBase {
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, ctx->input(0).shape(), &d_x));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(1, ctx->input(1).shape(), &d_taps));
     OP_REQUIRES_OK(ctx, ctx->allocate_output(2, ctx->input(2).shape(), &d_offsets));
+    const Tensor& checkpoints = ctx->input(4);
+    const Checkpoints plan = CheckpointPlan(p);
+    OP_REQUIRES(ctx, checkpoints.NumElements() == 0 || checkpoints.shape() == CheckpointShape(p, plan),
+                tensorflow::errors::InvalidArgument("checkpoints has shape ", checkpoints.shape().DebugString(), "; expected ",
+                                                    CheckpointShape(p, plan).DebugString(), " (the forward op's) or none"));
+    Vec* saved = checkpoints.NumElements() ? const_cast<Vec*>(reinterpret_cast<const Vec*>(checkpoints.flat<float>().data())) : nullptr;
     const float* up = upstream.flat<float>().data();
     float* dx = d_x->flat<float>().data();
     // Per group and lane: d taps and d offset of every block, summed per channel below, in a fixed order.
     std::vector<Vec> partial(p.groups() * p.depth * 10);
     ForEachLaneGroup(ctx, p, [&](int64 group, const LaneGroup& lanes) {
       Vec* mine = partial.data() + group * p.depth * 10;
-      if (corners_) Backward<true>(lanes, up, dx, mine);
-      else Backward<false>(lanes, up, dx, mine);
+      Vec* from = saved ? saved + group * plan.count * Grid::Size(p.h, p.w) : nullptr;  // read only
+      if (corners_) Backward<true>(lanes, up, dx, mine, from);
+      else Backward<false>(lanes, up, dx, mine, from);
     });
     // Per block, tap and channel, the lanes' sums added in lane order, whichever thread made them (deterministic).
     const int64 entries = int64(p.depth) * 10;  // (t, q): q = 0..8 the taps, 9 the offset
@@ -484,11 +520,14 @@ REGISTER_OP("PdeZooStencilStack")
     .Input("inputs: float")   // (N, H, W, C)
     .Input("taps: float")     // (D, 9, C)
     .Input("offsets: float")  // (D, C)
-    .Output("outputs: float")  // (N, H, W, C): s_{D-1}
+    .Output("outputs: float")      // (N, H, W, C): s_{D-1}
+    .Output("checkpoints: float")  // for the backward op (`CheckpointShape`); (0, 0, 0) unless keep_checkpoints
+    .Attr("keep_checkpoints: bool = false")
     .Attr("threads: int >= 1 = 1")
     .Attr("corners: bool = true")  // false: the corner taps are zero (a five-point stencil), never read
     .SetShapeFn([](::tensorflow::shape_inference::InferenceContext* c) {
       c->set_output(0, c->input(0));
+      c->set_output(1, c->UnknownShapeOfRank(3));
       return ::tensorflow::OkStatus();
     });
 
@@ -497,6 +536,7 @@ REGISTER_OP("PdeZooStencilStackGrad")
     .Input("taps: float")      // (D, 9, C)
     .Input("offsets: float")   // (D, C)
     .Input("upstream: float")  // (N, H, W, C): gradient of the loss w.r.t. s_{D-1}
+    .Input("checkpoints: float")  // the forward op's, or empty: then the backward op makes them
     .Output("d_inputs: float")   // (N, H, W, C)
     .Output("d_taps: float")     // (D, 9, C), summed over the images; corners 0 when corners = false
     .Output("d_offsets: float")  // (D, C)
