@@ -95,7 +95,13 @@ def test_other_dtypes_warn_once_and_run_the_standard_path(dtype):
 
 def test_pdenet_trains_through_the_fused_op_and_exports_standard_ops(tmp_path):
     """A pdenet training step runs the op; its inference graph (what SavedModels hold) does not; the
-    training step's loss and gradients equal those of the keras.ops path (PDE_ZOO_NATIVE=0 equivalent)."""
+    training step's loss and gradients equal those of the keras.ops path (PDE_ZOO_NATIVE=0 equivalent).
+    The layers outside the stages keep their initial weights, drawn from a fixed seed: drawn anew each run,
+    1 draw in 30 (seed 5) put the two paths' stem-kernel gradients 115x the tolerance apart (the others
+    within 0.2x), which made this test fail at random. That draw has a ReLU input at zero up to rounding,
+    where either side is right: scaling the images by 1 +- 1e-6 (the stem's GroupNorm undoes the scale)
+    brings the two within 0.1x."""
+    keras.utils.set_random_seed(0)
     model = pde_zoo.build("pdenet", 4, channels=8)
     rng = np.random.default_rng(5)
     for weight in model.trainable_weights:
