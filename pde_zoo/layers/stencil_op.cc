@@ -425,6 +425,11 @@ class StencilOpBase : public ThreadsCornersOp {
   return ::tensorflow::TensorShape({p.groups(), plan.count, Grid::Size(p.h, p.w) * kLanes});
 }
 
+// Lane group `group`'s checkpoints within all of them (`CheckpointShape`'s layout).
+Vec* GroupCheckpoints(Vec* all, int64 group, const Problem& p, const Checkpoints& plan) {
+  return all + group * plan.count * Grid::Size(p.h, p.w);
+}
+
 class StencilStackOp : public StencilOpBase {
  public:
   explicit StencilStackOp(OpKernelConstruction* ctx) : StencilOpBase(ctx) {
@@ -445,8 +450,7 @@ class StencilStackOp : public StencilOpBase {
       const std::vector<Grid> rings = Rings(scratch + 2 * Grid::Size(p.h, p.w), wave - 1, p.h, p.w);
       std::vector<Grid> checkpoints;  // states S, 2S, ..., D
       if (keep_checkpoints_) {
-        checkpoints = Grids(reinterpret_cast<Vec*>(saved->flat<float>().data()) + group * plan.count * Grid::Size(p.h, p.w),
-                            plan.count, p.h, p.w);
+        checkpoints = Grids(GroupCheckpoints(reinterpret_cast<Vec*>(saved->flat<float>().data()), group, p, plan), plan.count, p.h, p.w);
       }
       auto kept = [&](int t) -> const Grid* {
         if (keep_checkpoints_ && t > 0 && (t % plan.segment == 0 || t == p.depth)) return &checkpoints[(t - 1) / plan.segment];
@@ -487,7 +491,7 @@ class StencilStackGradOp : public StencilOpBase {
     std::vector<Vec> partial(p.groups() * p.depth * 10);
     ForEachLaneGroup(ctx, p, [&](int64 group, const LaneGroup& lanes) {
       Vec* mine = partial.data() + group * p.depth * 10;
-      Vec* from = saved ? saved + group * plan.count * Grid::Size(p.h, p.w) : nullptr;  // read only
+      Vec* from = saved ? GroupCheckpoints(saved, group, p, plan) : nullptr;  // read only
       if (corners_) Backward<true>(lanes, up, dx, mine, from);
       else Backward<false>(lanes, up, dx, mine, from);
     });
