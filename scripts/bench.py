@@ -16,7 +16,9 @@ One process, side by side, alternating repeats, medians:
   `training.train` (MNIST shuffled by tf.data each epoch, the test set evaluated after every
   epoch, the run's callbacks: history.csv, TensorBoard, NaN check, BackupAndRestore), one
   epoch after each bare-fit repeat of the same model, on its own copy of the model, compiled as
-  `train` compiles it (`training.steps_per_execution()` steps per call; the bare rows run one);
+  `train` compiles it (`training.steps_per_execution()` steps per call; the bare rows run one), its
+  ratio to the mlp's train() epoch beside it; with `--stencil-floor` also a copy of each thesis-stack
+  model whose stencil ops are free (`free_stencils`), the floor the rest of its step sets;
 - inference: throughput at batch 1024 and batch-1 latency (p50/p95) of the in-process model
   and of its exported SavedModel;
 - peak resident memory of each model (a child process per model: build, 20 train steps,
@@ -122,6 +124,25 @@ def make_model(key, steps_per_execution=1):
     else:
         model = pde_zoo.build(name, depth, **options)
     return pde_zoo.compile_model(model, steps_per_execution=steps_per_execution)
+
+
+def free_stencils(model):
+    """`model` with the fused ops of every thesis stack (`StencilStack` of PDE / c_ResNet blocks) replaced by a free
+    one, y = x + 0 * (sum of taps + sum of offsets): the stack's weights are still read, built into taps,
+    differentiated and updated, and the head still computes the stack's input gradient, but no stencil is applied.
+    Timed beside the real model (`--stencil-floor`), it is the floor the rest of the step sets: the epoch the model
+    would have with stencil ops that cost nothing. Returns the number of stacks replaced."""
+    from pde_zoo.layers.stencil_stack import StencilStack
+
+    stacks = [layer for layer in model._flatten_layers() if isinstance(layer, StencilStack) and layer.uses_fast_path and layer.blocks]
+    for stack in stacks:
+        def call(inputs, training=None, stack=stack):
+            taps, offsets = stack.stencils()
+            total = keras.ops.sum(taps) + (0.0 if offsets is None else keras.ops.sum(offsets))
+            return inputs + 0.0 * total
+
+        stack.call = call
+    return len(stacks)
 
 
 def cases(depths, models=None, pair=True):
@@ -238,11 +259,18 @@ def run(args, path_data=None, run_dir=None):
     models = {k: make_model(k) for k in keys}
     path_keys = [k for k in keys if path_data is not None and k not in PAIR and parse_run_name(k)[0] in args.train_path]
     path_models = {k: make_model(k, training.steps_per_execution()) for k in path_keys}  # their own copies, compiled as train() compiles
+    floor_models = {}  # --stencil-floor: a third copy of each thesis-stack model, its stencil ops free
+    for k in path_keys if args.stencil_floor else ():
+        model = make_model(k, training.steps_per_execution())
+        if free_stencils(model):
+            floor_models[k] = model
     for k in keys:  # warm-up: tracing and first-step costs are not throughput
         time_fit(models[k], ds)
         if k in path_models:
             time_train_epoch(path_models[k], path_data.warm, run_dir / k)
-    train, overhead, path = {k: [] for k in keys}, {k: [] for k in keys}, {k: [] for k in path_keys}
+        if k in floor_models:
+            time_train_epoch(floor_models[k], path_data.warm, run_dir / f"{k}.free")
+    train, overhead, path, floor = {k: [] for k in keys}, {k: [] for k in keys}, {k: [] for k in path_keys}, {k: [] for k in floor_models}
     for r in range(args.repeats):
         for k in keys if r % 2 == 0 else reversed(keys):
             step, wall = time_fit(models[k], ds)
@@ -252,6 +280,9 @@ def run(args, path_data=None, run_dir=None):
             if k in path_models:
                 path[k].append(time_train_epoch(path_models[k], path_data, run_dir / k))
                 line += f", train() epoch {path[k][-1]:.2f} s"
+            if k in floor_models:
+                floor[k].append(time_train_epoch(floor_models[k], path_data, run_dir / f"{k}.free"))
+                line += f", stencil ops free {floor[k][-1]:.2f} s"
             print(line, flush=True)
 
     results = {}
@@ -275,6 +306,9 @@ def run(args, path_data=None, run_dir=None):
                 row["train_path_repeats_s"] = path[k]
                 # the same epoch at the bare steady-state step rate
                 row["train_path_vs_bare"] = row["train_path_s_per_epoch"] / (step * path_data.meta["train_images"] / BATCH)
+            if k in floor:
+                row["train_path_free_stencils_s_per_epoch"] = statistics.median(floor[k])
+                row["train_path_free_stencils_repeats_s"] = floor[k]
             for label, fn in [("model", in_process), ("savedmodel", loaded.serve)]:
                 t_big = statistics.median(call_times(fn, tf.constant(x1024), args.infer_repeats))
                 p50, p95 = np.percentile(call_times(fn, tf.constant(x1024[:1]), args.latency_calls), [50, 95]) * 1e3
@@ -323,6 +357,7 @@ def markdown(results, meta):
             f"{r['latency_model_p50_ms']:.2f} / {r['latency_model_p95_ms']:.2f} | {r['latency_savedmodel_p50_ms']:.2f} / {r['latency_savedmodel_p95_ms']:.2f} | {rss} |"
         )
     path = [k for k in order if "train_path_s_per_epoch" in results[k]]
+    floor = any("train_path_free_stencils_s_per_epoch" in results[k] for k in path)
     if path:
         p = meta["train_path"]
         lines += [
@@ -333,15 +368,27 @@ def markdown(results, meta):
             f"checkpoint), {p.get('steps_per_execution', 1)} training steps per call of the step function (Keras's "
             "`steps_per_execution`, as `train` compiles; the bare rows above run one), timed from the epoch's start to the end "
             "of its last callback; one epoch after each bare-fit repeat of the same model (alternating), medians. `train() / bare` "
-            "is that epoch over the same number of steps at the bare-fit steady-state rate above.",
+            "is that epoch over the same number of steps at the bare-fit steady-state rate above; `/ mlp` is the train() epoch "
+            "over the mlp's."
+            + (" `stencil ops free` (`--stencil-floor`) is a third copy of the model whose thesis stacks run a free op in place "
+               "of the fused stencil ops (their weights still read, differentiated and updated; `free_stencils`), timed after "
+               "the model's own train() epoch in each repeat: the floor that the rest of the step (the head, the weights' "
+               "plumbing, the optimizer, the pipeline and callbacks) sets for that model's epoch." if floor else ""),
             "",
-            "| model | bare fit s / epoch (steady state) | train() s / epoch | train() / bare |",
-            "|---|---|---|---|",
+            "| model | bare fit s / epoch (steady state) | train() s / epoch | train() / bare | / mlp |"
+            + (" stencil ops free: train() s / epoch | / mlp |" if floor else ""),
+            "|---|---|---|---|---|" + ("---|---|" if floor else ""),
         ]
+        mlp = results.get(run_name("mlp", 0), {}).get("train_path_s_per_epoch")
+        ratio = lambda seconds: f"{seconds / mlp:.2f}x" if mlp else "–"  # noqa: E731
         for k in path:
             r = results[k]
             bare = r["train_path_s_per_epoch"] / r["train_path_vs_bare"]
-            lines.append(f"| {k} | {bare:.2f} | {r['train_path_s_per_epoch']:.2f} | {r['train_path_vs_bare']:.2f}x |")
+            line = f"| {k} | {bare:.2f} | {r['train_path_s_per_epoch']:.2f} | {r['train_path_vs_bare']:.2f}x | {ratio(r['train_path_s_per_epoch'])} |"
+            if floor:
+                free = r.get("train_path_free_stencils_s_per_epoch")
+                line += f" {free:.2f} | {ratio(free)} |" if free else " – | – |"
+            lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -357,6 +404,9 @@ def main(argv=None):
     parser.add_argument("--models", nargs="+", default=None, help="only these names (ref for the reference; default: all)")
     parser.add_argument("--train-path", nargs="*", default=list(TRAIN_PATH_MODELS),
                         help=f"names also timed through train()'s loop, whole epochs on MNIST (default: {' '.join(TRAIN_PATH_MODELS)}; none: no train() rows)")
+    parser.add_argument("--stencil-floor", action="store_true",
+                        help="train() rows of thesis-stack models (pde1, pde2, resnet) also timed with their fused stencil ops "
+                             "replaced by a free op (`free_stencils`): the floor the rest of the step sets")
     parser.add_argument("--train-images", type=int, default=None, help="train() rows: the first N training images per epoch (default: all 60,000)")
     parser.add_argument("--test-images", type=int, default=None, help="train() rows: the first N test images evaluated per epoch (default: all 10,000)")
     parser.add_argument("--data-dir", default=None, help="MNIST IDX files for the train() rows (default: as `pde-zoo data`)")

@@ -35,15 +35,17 @@ def test_bench_end_to_end_with_train_rows(tmp_path):
     readme.write_text("<!-- performance:start -->\n<!-- performance:end -->\n")
     command = [sys.executable, str(SCRIPTS / "bench.py"), "--depths", "2", "--models", "mlp", "ref", "pde2", "--steps", "3",
                "--repeats", "1", "--infer-repeats", "1", "--latency-calls", "2", "--no-memory", "--train-images", "300",
-               "--test-images", "1100", "--threads", "1", "--json", str(out)]
+               "--test-images", "1100", "--threads", "1", "--stencil-floor", "--json", str(out)]
     subprocess.run(command, check=True, capture_output=True, text=True)
     recorded = json.loads(out.read_text())
     assert recorded["meta"]["train_path"]["train_images"] == 300 and recorded["meta"]["determinism"]
     assert {k for k, r in recorded["results"].items() if "train_path_s_per_epoch" in r} == {"mlp-0", "pde2-2"}
+    assert {k for k, r in recorded["results"].items() if "train_path_free_stencils_s_per_epoch" in r} == {"pde2-2"}
     subprocess.run([sys.executable, str(SCRIPTS / "bench.py"), "--render", "--json", str(out), "--readme", str(readme)],
                    check=True, capture_output=True, text=True)
     text = readme.read_text()
     assert "| pde2-2 |" in text and "train() / bare" in text and "compare ratios across runs" in text
+    assert "stencil ops free: train() s / epoch" in text
 
 
 def test_the_matched_pair_and_its_idiomatic_keras_control():
@@ -64,3 +66,28 @@ def test_the_matched_pair_and_its_idiomatic_keras_control():
     assert keras_pdenet.count_params() == pdenet.count_params() + extra
     assert [layer.name for layer in keras_pdenet.layers if "transition" in layer.name or "stem" in layer.name] == [
         layer.name for layer in pdenet.layers if "transition" in layer.name or "stem" in layer.name]
+
+
+def test_free_stencils_keeps_every_weight_in_the_step_but_applies_no_stencil():
+    """The --stencil-floor copy: the thesis stack passes its input through unchanged, yet every block weight is
+    still read and gets a gradient (zero), so the step keeps the weights' plumbing and only the stencil ops go."""
+    import numpy as np
+    import tensorflow as tf
+
+    import pde_zoo
+    from pde_zoo.layers.stencil_stack import StencilStack
+
+    model = pde_zoo.build("pde2", 3)
+    assert bench.free_stencils(model) == 1
+    assert bench.free_stencils(pde_zoo.build("mlp", 0)) == 0 and bench.free_stencils(pde_zoo.build("pdenet", 2)) == 0
+    stack = next(layer for layer in model._flatten_layers() if isinstance(layer, StencilStack))
+    x = tf.constant(np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32"))
+    weights = [w.value for block in stack.blocks for w in block.trainable_weights]
+    with tf.GradientTape() as tape:
+        y = stack(x, training=True)
+        loss = tf.reduce_sum(y * y)
+    np.testing.assert_array_equal(y.numpy(), x.numpy())
+    grads = tape.gradient(loss, weights)
+    assert len(weights) == 15 and all(g is not None and not np.any(g.numpy()) for g in grads)
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    assert np.isfinite(model.train_on_batch(x, np.arange(4)))  # the free copy trains (the head learns)
