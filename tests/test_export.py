@@ -19,10 +19,12 @@ import tensorflow as tf
 import pde_zoo
 from pde_zoo import cli, training
 
-SMALL_DEPTH = {"mlp": 0}  # every other model: depth 2
-# Exporting an adaptive solver traces its loops and their adjoint gradients (~1 min a model on
-# 2 cores): these run with the slow tests (CI runs them).
+# Exporting an adaptive solver traces its loops and their adjoint gradients on every route (~1 min a model
+# on 2 cores at depth 1, ~2 at depth 2, where odenet has two ODE blocks and pde1ode / pde2ode integrate two
+# coefficient pieces over [0, 2]): these run with the slow tests (CI runs them), at depth 1 (every route
+# still traced and served; deeper models are the same code repeated).
 SLOW = {"odenet", "pde1ode", "pde2ode"}
+SMALL_DEPTH = {"mlp": 0, **dict.fromkeys(SLOW, 1)}  # every other model: depth 2
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in pde_zoo.list_models()]
 
 SERVE_WITH_PLAIN_TF = """
