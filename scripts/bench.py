@@ -380,7 +380,10 @@ def markdown(results, meta):
             "|---|---|---|---|---|" + ("---|---|" if floor else ""),
         ]
         mlp = results.get(run_name("mlp", 0), {}).get("train_path_s_per_epoch")
-        ratio = lambda seconds: f"{seconds / mlp:.2f}x" if mlp else "–"  # noqa: E731
+
+        def ratio(seconds):  # to the mlp's train() epoch
+            return f"{seconds / mlp:.2f}x" if mlp else "–"
+
         for k in path:
             r = results[k]
             bare = r["train_path_s_per_epoch"] / r["train_path_vs_bare"]
